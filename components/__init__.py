@@ -1,0 +1,5 @@
+"""TFX components of the KD benchmark: CIFAR-100 ingestion (more to come)."""
+import os
+
+# TFX 1.16, TFT and TFMA need Keras 2 (tf_keras) behind tf.keras: set before TensorFlow loads.
+os.environ["TF_USE_LEGACY_KERAS"] = "1"

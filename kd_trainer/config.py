@@ -1,0 +1,85 @@
+"""What one Trainer run does, as passed in the TFX Trainer's `custom_config`."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+from kd_trainer import methods, models
+
+ROLES = ("teacher", "baseline", "student")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainerConfig:
+    """One network's training run.
+
+    role: `teacher` and `baseline` train on CE alone; `student` trains with `method`
+    against the teacher given as the Trainer's base_model. The learning rate is multiplied
+    by `lr_decay_factor` after each fraction of `epochs` in `lr_decay_at` (seed: 30/60/80%).
+    """
+
+    role: str
+    model: str
+    epochs: int
+    method: str = ""
+    method_params: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    batch_size: int = 128
+    eval_batch_size: int = 500
+    learning_rate: float = 0.1
+    lr_decay_at: tuple[float, ...] = (0.3, 0.6, 0.8)
+    lr_decay_factor: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    seed: int = 0
+    trial: int = 1
+    code_revision: str = "unknown"
+
+    def __post_init__(self):
+        problems = []
+        if self.role not in ROLES:
+            problems.append(f"role must be one of {ROLES}, got {self.role!r}")
+        if self.role == "student" and not self.method:
+            problems.append("role 'student' needs a method")
+        if self.role != "student" and self.method:
+            problems.append(f"role '{self.role}' trains without distillation; method must be empty")
+        if self.model not in models.MODEL_SPECS:
+            problems.append(f"unknown model {self.model!r}; valid: {', '.join(sorted(models.MODEL_SPECS))}")
+        if self.method and self.method not in methods.REGISTRY:
+            problems.append(f"unknown method {self.method!r}; valid: {', '.join(sorted(methods.REGISTRY))}")
+        for name, low in (("epochs", 1), ("batch_size", 1), ("eval_batch_size", 1), ("trial", 1)):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < low:
+                problems.append(f"{name} must be an integer >= {low}, got {getattr(self, name)!r}")
+        if not 0 < self.learning_rate <= 10:
+            problems.append(f"learning_rate must be in (0, 10], got {self.learning_rate}")
+        if not 0 <= self.momentum < 1:
+            problems.append(f"momentum must be in [0, 1), got {self.momentum}")
+        if not 0 <= self.weight_decay < 1:
+            problems.append(f"weight_decay must be in [0, 1), got {self.weight_decay}")
+        if not 0 < self.lr_decay_factor <= 1:
+            problems.append(f"lr_decay_factor must be in (0, 1], got {self.lr_decay_factor}")
+        if list(self.lr_decay_at) != sorted(self.lr_decay_at) or not all(0 < f < 1 for f in self.lr_decay_at):
+            problems.append(f"lr_decay_at must be increasing fractions in (0, 1), got {list(self.lr_decay_at)}")
+        if problems:
+            raise ValueError("invalid trainer config: " + "; ".join(problems))
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> TrainerConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"invalid trainer config: unknown key(s) {unknown}; valid: {sorted(known)}")
+        values = dict(values)
+        if "lr_decay_at" in values:
+            values["lr_decay_at"] = tuple(values["lr_decay_at"])
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        values = dataclasses.asdict(self)
+        values["lr_decay_at"] = list(self.lr_decay_at)
+        values["method_params"] = dict(self.method_params)
+        return values
+
+    def decay_epochs(self) -> list[int]:
+        """Epochs after which the learning rate drops (distinct, at least 1)."""
+        return sorted({max(1, round(f * self.epochs)) for f in self.lr_decay_at})

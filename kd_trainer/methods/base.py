@@ -1,0 +1,64 @@
+"""The contract every distillation method implements."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar, Mapping
+
+import tensorflow as tf
+
+TapDict = Mapping[str, tf.Tensor]
+
+
+@dataclasses.dataclass(frozen=True)
+class NoParams:
+    """Hyper-parameters of a method that has none."""
+
+
+class DistillationMethod(tf.Module):
+    """A distillation objective: which taps it reads, its hyper-parameters, its loss terms.
+
+    Subclasses set `name`, `student_taps`, `teacher_taps`, `loss_term_names` and `Params` (a frozen
+    dataclass whose field defaults are the seed project's defaults) and implement
+    `loss_terms`. Trainable connectors are created in `build` as attributes of the method
+    (a tf.Module), so `trainable_variables` finds them and the training loop trains them.
+    """
+
+    name: ClassVar[str]
+    student_taps: ClassVar[tuple[str, ...]] = ("logits",)
+    teacher_taps: ClassVar[tuple[str, ...]] = ()
+    loss_term_names: ClassVar[tuple[str, ...]]
+    Params: ClassVar[type] = NoParams
+
+    def __init__(self, params: Mapping[str, Any] | None = None):
+        super().__init__(name=self.name)
+        self.params = parse_params(self.Params, params or {}, f"method '{self.name}'")
+
+    @property
+    def needs_teacher(self) -> bool:
+        return bool(self.teacher_taps)
+
+    def build(self, student_shapes: Mapping[str, tf.TensorShape], teacher_shapes: Mapping[str, tf.TensorShape]) -> None:
+        """Creates trainable connectors once the tap shapes are known (none by default)."""
+
+    def loss_terms(self, labels: tf.Tensor, cross_entropy: tf.Tensor, student: TapDict,
+                   teacher: TapDict) -> dict[str, tf.Tensor]:
+        """Weighted scalar terms whose sum (plus weight decay) is the student's objective."""
+        raise NotImplementedError
+
+
+def parse_params(params_class: type, values: Mapping[str, Any], owner: str):
+    """Builds a Params dataclass from a mapping, rejecting unknown keys and wrong types."""
+    fields = {field.name: field for field in dataclasses.fields(params_class)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ValueError(f"{owner}: unknown parameter(s) {unknown}; valid: {sorted(fields) or 'none'}")
+    parsed = {}
+    for key, value in values.items():
+        expected = type(getattr(params_class(), key))
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, expected):
+            raise ValueError(f"{owner}: parameter '{key}' must be {expected.__name__}, got {value!r}")
+        parsed[key] = value
+    return params_class(**parsed)

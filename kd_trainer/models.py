@@ -1,0 +1,122 @@
+"""CIFAR ResNets with named feature taps for distillation.
+
+All models are post-activation basic-block ResNets (conv3x3-BN-ReLU-conv3x3-BN, add the
+shortcut, ReLU) with a 1x1 conv + BN projection shortcut where the stride or the width
+changes, three stages of strides 1, 2, 2, global average pooling and a dense classifier:
+6n+2 layers for n blocks per stage.
+
+Families (names are explicit so the wide and the standard nets are never confused):
+  resnet8 ... resnet110     standard CIFAR widths: stem 16, stages 16/32/64
+  resnet8x4, resnet32x4     RepDistiller's wide nets: stem 32, stages 64/128/256
+  seed_resnet8/32           the seed project's "doubled" ResNet8/32 (its results table). They
+                            are architecturally identical to resnet8x4 / resnet32x4
+                            (1,230,788 and 7,423,940 weights + biases without BN) and share
+                            their definition.
+
+Every model maps normalized images [B, 32, 32, 3] to a dict of taps:
+  stage{1,2,3}_preact  output of the stage's last block before its final ReLU
+  stage{1,2,3}         the same after the ReLU
+  embedding            global-average-pooled features
+  logits               class scores
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import tf_keras as keras
+
+NUM_CLASSES = 100
+INPUT_SHAPE = (32, 32, 3)
+BN_MOMENTUM = 0.9
+BN_EPSILON = 1e-5
+
+
+@dataclasses.dataclass(frozen=True)
+class ResNetSpec:
+    stem_channels: int
+    stage_channels: tuple[int, int, int]
+    blocks_per_stage: int
+
+    @property
+    def depth(self) -> int:
+        return 6 * self.blocks_per_stage + 2
+
+
+_STANDARD = {f"resnet{6 * n + 2}": ResNetSpec(16, (16, 32, 64), n) for n in (1, 2, 3, 5, 7, 9, 18)}
+_WIDE = {"resnet8x4": ResNetSpec(32, (64, 128, 256), 1), "resnet32x4": ResNetSpec(32, (64, 128, 256), 5)}
+MODEL_SPECS: dict[str, ResNetSpec] = {
+    **_STANDARD,
+    **_WIDE,
+    "seed_resnet8": _WIDE["resnet8x4"],
+    "seed_resnet32": _WIDE["resnet32x4"],
+}
+TAP_NAMES = tuple(f"stage{i}{suffix}" for i in (1, 2, 3) for suffix in ("_preact", "")) + ("embedding", "logits")
+
+
+def model_spec(name: str) -> ResNetSpec:
+    try:
+        return MODEL_SPECS[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; valid models: {', '.join(sorted(MODEL_SPECS))}") from None
+
+
+class _Layers:
+    """Layer factory sharing the initializer and weight decay of one model."""
+
+    def __init__(self, weight_decay: float):
+        # Weight decay as in the seed: wd * sum(w^2) / 2 over conv and dense kernels.
+        self.regularizer = keras.regularizers.L2(weight_decay / 2) if weight_decay else None
+
+    @staticmethod
+    def initializer() -> keras.initializers.Initializer:
+        # A fresh instance per layer: one shared unseeded instance gives identical weights.
+        return keras.initializers.VarianceScaling(2.0, mode="fan_out", distribution="untruncated_normal")
+
+    def conv(self, x, channels: int, kernel: int, stride: int, name: str):
+        return keras.layers.Conv2D(channels, kernel, strides=stride, padding="same", use_bias=False,
+                                   kernel_initializer=self.initializer(), kernel_regularizer=self.regularizer,
+                                   name=name)(x)
+
+    @staticmethod
+    def bn(x, name: str):
+        return keras.layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name)(x)
+
+    def dense(self, x, units: int, name: str):
+        return keras.layers.Dense(units, kernel_initializer=self.initializer(), kernel_regularizer=self.regularizer,
+                                  name=name)(x)
+
+
+def _basic_block(layers: _Layers, x, channels: int, stride: int, name: str):
+    """Returns (pre-activation sum, post-ReLU output) of one basic block."""
+    shortcut = x
+    if stride != 1 or x.shape[-1] != channels:
+        shortcut = layers.bn(layers.conv(x, channels, 1, stride, f"{name}_proj_conv"), f"{name}_proj_bn")
+    y = layers.conv(x, channels, 3, stride, f"{name}_conv1")
+    y = keras.layers.ReLU(name=f"{name}_relu1")(layers.bn(y, f"{name}_bn1"))
+    y = layers.bn(layers.conv(y, channels, 3, 1, f"{name}_conv2"), f"{name}_bn2")
+    preact = keras.layers.Add(name=f"{name}_add")([y, shortcut])
+    return preact, keras.layers.ReLU(name=f"{name}_relu2")(preact)
+
+
+def build_model(name: str, weight_decay: float = 5e-4, num_classes: int = NUM_CLASSES) -> keras.Model:
+    """Builds the named ResNet as a functional Keras model returning the tap dict."""
+    spec = model_spec(name)
+    layers = _Layers(weight_decay)
+    images = keras.Input(INPUT_SHAPE, name="images")
+    x = keras.layers.ReLU(name="stem_relu")(layers.bn(layers.conv(images, spec.stem_channels, 3, 1, "stem_conv"),
+                                                      "stem_bn"))
+    taps = {}
+    for stage, (channels, stride) in enumerate(zip(spec.stage_channels, (1, 2, 2)), start=1):
+        for block in range(spec.blocks_per_stage):
+            preact, x = _basic_block(layers, x, channels, stride if block == 0 else 1, f"stage{stage}_block{block + 1}")
+        taps[f"stage{stage}_preact"], taps[f"stage{stage}"] = preact, x
+    taps["embedding"] = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    taps["logits"] = layers.dense(taps["embedding"], num_classes, "logits")
+    return keras.Model(images, {tap: taps[tap] for tap in TAP_NAMES}, name=name)
+
+
+def count_weights_without_bn(model: keras.Model) -> int:
+    """Weights + biases of conv and dense layers (the seed's parameter count)."""
+    return sum(int(w.shape.num_elements()) for layer in model.layers
+               if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)) for w in layer.weights)

@@ -1,0 +1,103 @@
+"""The benchmark as a TFX pipeline, generated from a preset.
+
+    CifarExampleGen -> Trainer.teacher --------------------> Evaluator.teacher
+                    -> Trainer.baseline_trial{k}
+                    -> Trainer.{method}_trial{k} (base_model = teacher)
+                          -> Evaluator.{method}_trial{k} (candidate vs baseline_trial{k})
+
+One student Trainer and one Evaluator per (method, trial); trial k of every method is
+compared with the baseline student of the same trial (same seed, same data order).
+"""
+
+from __future__ import annotations
+
+import tensorflow_model_analysis as tfma
+from tfx import v1 as tfx
+from tfx.types import BaseChannel
+
+from components.cifar_example_gen import CifarExampleGen
+from pipelines.presets import Preset
+
+RUN_FN = "kd_trainer.run_fn.run_fn"
+LABEL_KEY = "fine_label"
+PREDICTION_KEY = "probabilities"
+SLICE_FEATURE = "coarse_label"
+
+
+def trainer_id(name: str, trial: int | None = None) -> str:
+    return f"Trainer.{name}" if trial is None else f"Trainer.{name}_trial{trial}"
+
+
+def evaluator_id(name: str, trial: int | None = None) -> str:
+    return f"Evaluator.{name}" if trial is None else f"Evaluator.{name}_trial{trial}"
+
+
+def eval_config(blessing_margin: float | None) -> tfma.EvalConfig:
+    """Top-1/top-5 accuracy and cross-entropy, overall and per superclass.
+
+    With `blessing_margin`, the candidate is compared with a baseline and blessed when its
+    accuracy is at least the baseline's minus the margin; without, it is evaluated alone.
+    """
+    candidate = tfma.ModelSpec(name="candidate", label_key=LABEL_KEY, prediction_key=PREDICTION_KEY)
+    model_specs = [candidate]
+    accuracy_threshold = None
+    if blessing_margin is not None:
+        model_specs.append(tfma.ModelSpec(name="baseline", label_key=LABEL_KEY, prediction_key=PREDICTION_KEY,
+                                          is_baseline=True))
+        accuracy_threshold = tfma.MetricThreshold(change_threshold=tfma.GenericChangeThreshold(
+            direction=tfma.MetricDirection.HIGHER_IS_BETTER, absolute={"value": -blessing_margin}))
+    metrics = [
+        tfma.MetricConfig(class_name="ExampleCount"),
+        tfma.MetricConfig(class_name="SparseCategoricalAccuracy", threshold=accuracy_threshold),
+        tfma.MetricConfig(class_name="SparseTopKCategoricalAccuracy", config='{"k": 5}'),
+        tfma.MetricConfig(class_name="SparseCategoricalCrossentropy"),
+    ]
+    return tfma.EvalConfig(
+        model_specs=model_specs,
+        slicing_specs=[tfma.SlicingSpec(), tfma.SlicingSpec(feature_keys=[SLICE_FEATURE])],
+        metrics_specs=[tfma.MetricsSpec(metrics=metrics)],
+    )
+
+
+def _trainer(preset: Preset, examples: BaseChannel, role: str, component_id: str, code_revision: str,
+             trial: int = 1, method: str = "", teacher_model: BaseChannel | None = None):
+    config = preset.trainer_config(role, trial=trial, method=method, code_revision=code_revision)
+    return tfx.components.Trainer(
+        run_fn=RUN_FN, examples=examples, base_model=teacher_model, custom_config=config.to_dict(),
+    ).with_id(component_id)
+
+
+def create_pipeline(pipeline_name: str, pipeline_root: str, preset: Preset, code_revision: str,
+                    metadata_connection_config=None, beam_pipeline_args: list[str] | None = None,
+                    enable_cache: bool = True) -> tfx.dsl.Pipeline:
+    """Builds the pipeline for `preset`; its structure follows preset.methods and preset.trials."""
+    data = preset.data
+    example_gen = CifarExampleGen(
+        data_dir=data.data_dir, allow_download=data.allow_download, train_per_class=data.train_per_class,
+        eval_per_class=data.eval_per_class, seed=data.seed, require_official_sizes=data.require_official_sizes)
+    examples = example_gen.outputs["examples"]
+    teacher = _trainer(preset, examples, "teacher", trainer_id("teacher"), code_revision)
+    components = [
+        example_gen,
+        teacher,
+        tfx.components.Evaluator(examples=examples, model=teacher.outputs["model"],
+                                 eval_config=eval_config(None)).with_id(evaluator_id("teacher")),
+    ]
+    for trial in range(1, preset.trials + 1):
+        baseline = _trainer(preset, examples, "baseline", trainer_id("baseline", trial), code_revision, trial)
+        components.append(baseline)
+        for method in preset.methods:
+            student = _trainer(preset, examples, "student", trainer_id(method, trial), code_revision, trial,
+                               method=method, teacher_model=teacher.outputs["model"])
+            evaluator = tfx.components.Evaluator(
+                examples=examples, model=student.outputs["model"], baseline_model=baseline.outputs["model"],
+                eval_config=eval_config(preset.blessing_margin)).with_id(evaluator_id(method, trial))
+            components += [student, evaluator]
+    return tfx.dsl.Pipeline(
+        pipeline_name=pipeline_name,
+        pipeline_root=pipeline_root,
+        components=components,
+        enable_cache=enable_cache,
+        metadata_connection_config=metadata_connection_config,
+        beam_pipeline_args=beam_pipeline_args or [],
+    )

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Creates the project's virtual environment (Python 3.10, every version pinned by
+# requirements/lock.txt) and installs the project into it in editable mode.
+# Idempotent: a stamp derived from the lock file and pyproject.toml skips a finished setup.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+venv="${KD_VENV:-.venv}"
+lock="requirements/lock.txt"
+stamp="$venv/.kd-setup-$(cat "$lock" pyproject.toml | sha256sum | cut -c1-16)"
+[ -f "$stamp" ] && exit 0
+
+is_py310() { "$1" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 10))' 2>/dev/null; }
+
+find_python() {
+  local candidate
+  for candidate in "${KD_PYTHON:-}" \
+                   "$(command -v pyenv >/dev/null && pyenv which python 2>/dev/null || true)" \
+                   "$(command -v python3.10 || true)"; do
+    if [ -n "$candidate" ] && is_py310 "$candidate"; then echo "$candidate"; return 0; fi
+  done
+  return 1
+}
+
+if ! python=$(find_python); then
+  cat >&2 <<MSG
+error: no Python 3.10 interpreter found.
+  TFX 1.16 supports Python 3.9 and 3.10 only; this project pins 3.10 (.python-version).
+  Install one, then re-run this command, with either of:
+    pyenv install 3.10        # pyenv reads .python-version in this folder
+    apt-get install python3.10 python3.10-venv
+  or point KD_PYTHON at an existing 3.10 interpreter: KD_PYTHON=/path/to/python3.10
+MSG
+  exit 1
+fi
+
+echo "setup: creating $venv with $python ($("$python" --version 2>&1))"
+rm -rf "$venv"
+"$python" -m venv "$venv"
+"$venv/bin/python" -m pip install --quiet --upgrade "pip==26.3" "setuptools==69.5.1" "wheel==0.48.0"
+"$venv/bin/python" -m pip install --quiet --constraint "$lock" --editable ".[test]"
+touch "$stamp"
+echo "setup: done"
