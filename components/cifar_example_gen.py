@@ -91,6 +91,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         examples = artifact_utils.get_single_instance(output_dict["examples"])
         staging = os.path.join(examples.uri, ".staging")
         per_class = {"train": exec_properties.get("train_per_class"), "eval": exec_properties.get("eval_per_class")}
+        examples.split_names = artifact_utils.encode_split_names(list(SPLITS))
         try:
             with self._make_beam_pipeline() as pipeline:
                 for split_name, official_split in SPLITS.items():
@@ -111,7 +112,6 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         finally:
             if tf.io.gfile.exists(staging):
                 tf.io.gfile.rmtree(staging)
-        examples.split_names = artifact_utils.encode_split_names(list(SPLITS))
         examples_utils.set_payload_format(examples, example_gen_pb2.PayloadFormat.FORMAT_TF_EXAMPLE)
         examples_utils.set_file_format(examples, "tfrecords_gzip")
 

@@ -44,8 +44,11 @@ def latest_artifacts(connection_config: metadata_store_pb2.ConnectionConfig,
     return result
 
 
-def overall_metrics(evaluation_uri: str, model_name: str = "candidate") -> dict[str, float]:
-    """The whole-test-set metrics of one model from an Evaluator's output."""
+def overall_metrics(evaluation_uri: str, model_name: str | None = None) -> dict[str, float]:
+    """The whole-test-set metrics of one model from an Evaluator's output.
+
+    `model_name` is "candidate" or "baseline" for a comparison; None for a lone model.
+    """
     result = tfma.load_eval_result(evaluation_uri, model_name=model_name)
     for slice_key, metrics in result.slicing_metrics:
         if slice_key == ():
@@ -97,8 +100,9 @@ def collect(connection_config: metadata_store_pb2.ConnectionConfig, pipeline_nam
         trainer = artifacts[f"Trainer.{name}"]["Model"]
         config = read_json(os.path.join(trainer.uri, CONFIG_FILE))
         evaluation = outputs["ModelEvaluation"].uri
-        candidate = overall_metrics(evaluation)
-        baseline = overall_metrics(evaluation, "baseline") if config["role"] == "student" else None
+        compared = config["role"] == "student"
+        candidate = overall_metrics(evaluation, "candidate" if compared else None)
+        baseline = overall_metrics(evaluation, "baseline") if compared else None
         blessing = outputs.get("ModelBlessing")
         rows[name] = ResultRow(
             component=name, role=config["role"], method=config["method"], trial=config["trial"],

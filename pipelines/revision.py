@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 from pathlib import Path
@@ -10,17 +11,25 @@ REVISION_ENV = "KD_CODE_REVISION"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-def code_revision() -> str:
-    """`git describe` of this checkout (`-dirty` when modified), else $KD_CODE_REVISION.
+def _git(*args: str) -> str:
+    return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, check=True,
+                          timeout=30).stdout.strip()
 
-    Container images have no .git: their build passes the revision in KD_CODE_REVISION.
+
+def code_revision() -> str:
+    """The commit of this checkout; with uncommitted changes, `<commit>-dirty-<hash of the diff>`.
+
+    The revision is part of every Trainer's configuration, so changed code never reuses
+    cached results. Container images have no .git: their build sets KD_CODE_REVISION.
     """
     if os.environ.get(REVISION_ENV):
         return os.environ[REVISION_ENV]
     try:
-        described = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=12"], cwd=REPO_ROOT,
-                                   capture_output=True, text=True, check=True, timeout=10)
+        commit = _git("rev-parse", "--short=12", "HEAD")
+        diff = _git("diff", "HEAD")
     except (OSError, subprocess.SubprocessError) as error:
         raise RuntimeError(f"cannot determine the code revision: no git checkout at {REPO_ROOT} ({error}); "
                            f"set {REVISION_ENV}") from error
-    return described.stdout.strip()
+    if not diff:
+        return commit
+    return f"{commit}-dirty-{hashlib.sha256(diff.encode()).hexdigest()[:8]}"
