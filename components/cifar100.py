@@ -47,12 +47,16 @@ class DatasetError(ValueError):
     """The dataset is missing, unreadable or does not have the CIFAR-100 format."""
 
 
+class ForbiddenGlobalError(pickle.UnpicklingError):
+    """The pickle references a global outside the allow-list (possible code execution)."""
+
+
 class RestrictedUnpickler(pickle.Unpickler):
     """Unpickler that refuses every global except the NumPy array constructors."""
 
     def find_class(self, module: str, name: str):
         if (module, name) not in _ALLOWED_GLOBALS:
-            raise pickle.UnpicklingError(
+            raise ForbiddenGlobalError(
                 f"refusing to load global '{module}.{name}': CIFAR-100 pickles only "
                 f"contain dicts, lists, strings, ints and NumPy arrays"
             )
@@ -80,9 +84,9 @@ def unpickle(stream: BinaryIO, origin: str) -> dict:
     """Loads one CIFAR pickle (a dict) with the restricted unpickler."""
     try:
         record = RestrictedUnpickler(stream, encoding="bytes").load()
-    except pickle.UnpicklingError as error:
+    except ForbiddenGlobalError as error:
         raise DatasetError(f"{origin}: {error}") from error
-    except (EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError) as error:
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError) as error:
         raise DatasetError(f"{origin}: not a readable CIFAR pickle ({error!r})") from error
     if not isinstance(record, dict):
         raise DatasetError(f"{origin}: expected a pickled dict, found {type(record).__name__}")

@@ -127,10 +127,10 @@ PRESETS: dict[str, Preset] = {
         Preset(
             name="quick",
             description=("Real CIFAR-100 on 2 CPU cores: standard resnet32 -> resnet8, 250 training images "
-                         "per class, the full test set, a shortened step schedule."),
+                         "per class, the full test set, a short step schedule (lr x0.1 at 50% and 75%)."),
             data=DataConfig(train_per_class=250),
-            teacher=TrainingConfig(model="resnet32", epochs=10),
-            student=TrainingConfig(model="resnet8", epochs=4),
+            teacher=TrainingConfig(model="resnet32", epochs=10, lr_decay_at=(0.5, 0.75)),
+            student=TrainingConfig(model="resnet8", epochs=4, lr_decay_at=(0.5, 0.75)),
         ),
         Preset(
             name="seed",

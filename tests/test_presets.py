@@ -1,0 +1,46 @@
+import pytest
+
+from pipelines import presets
+
+
+def test_presets_are_valid_and_distinct():
+    quick = presets.resolve("quick")
+    assert (quick.teacher.model, quick.student.model) == ("resnet32", "resnet8")
+    assert quick.data.train_per_class == 250 and quick.data.eval_per_class is None
+    seed = presets.resolve("seed")
+    assert (seed.teacher.model, seed.student.model, seed.trials) == ("seed_resnet32", "seed_resnet8", 5)
+    assert seed.student.epochs == 100 and seed.student.lr_decay_at == (0.3, 0.6, 0.8)
+
+
+def test_overrides_parse_json_and_dotted_paths():
+    preset = presets.resolve("smoke", ["student.epochs=3", "data.train_per_class=null", "trials=2",
+                                       "student.learning_rate=1", "methods=soft_logits",
+                                       "method_params.soft_logits.temperature=4"])
+    assert preset.student.epochs == 3 and preset.data.train_per_class is None and preset.trials == 2
+    assert preset.student.learning_rate == 1.0 and preset.methods == ("soft_logits",)
+    assert preset.method_params == {"soft_logits": {"temperature": 4}}
+    config = preset.trainer_config("student", trial=2, method="soft_logits", code_revision="abc")
+    assert (config.seed, config.trial, config.method_params, config.code_revision) == (1, 2, {"temperature": 4}, "abc")
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["teacher.model=resnet9"], "teacher.model: unknown model 'resnet9'; valid: .*resnet8x4"),
+    (["methods=soft_logits,kd"], r"unknown method\(s\) \['kd'\]; valid: .*soft_logits"),
+    (["student.epochs=0"], "epochs must be an integer >= 1"),
+    (["student.epochs=two"], "override 'student.epochs': expected an integer"),
+    (["student.learning_rate=-0.1"], r"learning_rate must be in \(0, 10\]"),
+    (["trials=0"], r"trials must be an integer in \[1, 100\]"),
+    (["data.train_per_class=501"], r"data.train_per_class must be null or an integer in \[1, 500\]"),
+    (["student.optimizer=adam"], r"unknown key 'student.optimizer'.*valid: \['batch_size'"),
+    (["epochs=3"], "unknown key 'epochs'"),
+    (["method_params.soft_logits.tau=2"], r"unknown parameter\(s\) \['tau'\]"),
+    (["student.epochs"], "must look like key=value"),
+])
+def test_invalid_overrides_fail_with_what_is_valid(overrides, message):
+    with pytest.raises(presets.PresetError, match=message):
+        presets.resolve("quick", overrides)
+
+
+def test_unknown_preset_lists_presets():
+    with pytest.raises(presets.PresetError, match="unknown preset 'fast'; valid presets: smoke, quick, seed"):
+        presets.resolve("fast")

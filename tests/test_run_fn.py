@@ -1,0 +1,95 @@
+"""run_fn with a fake FnArgs: trains, writes history and config, exports answering signatures."""
+
+import json
+import os
+import types
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from components import cifar100
+from components.cifar_example_gen import to_example
+from kd_trainer import data, export
+from kd_trainer.run_fn import run_fn
+
+
+@pytest.fixture(scope="module")
+def example_files(tmp_path_factory, tiny_archive):
+    root = tmp_path_factory.mktemp("examples")
+    files = {}
+    for split, official in (("train", "train"), ("eval", "test")):
+        loaded = cifar100.load_split(tiny_archive, official)
+        path = str(root / f"{split}.gz")
+        with tf.io.TFRecordWriter(path, "GZIP") as writer:
+            for i in range(len(loaded)):
+                writer.write(to_example(loaded.images[i], loaded.fine_labels[i], loaded.coarse_labels[i],
+                                        loaded.filenames[i]))
+        files[split] = path
+    return files
+
+
+def fn_args(tmp_path, files, name, config, base_model=None):
+    model_dir = tmp_path / name / "model"
+    return types.SimpleNamespace(
+        train_files=[files["train"]], eval_files=[files["eval"]], custom_config=config, base_model=base_model,
+        serving_model_dir=str(model_dir / "Format-Serving"), model_run_dir=str(tmp_path / name / "model_run"))
+
+
+TRAINING = {"model": "resnet8", "epochs": 2, "batch_size": 64, "eval_batch_size": 50}
+
+
+@pytest.fixture(scope="module")
+def teacher_export(tmp_path_factory, example_files):
+    args = fn_args(tmp_path_factory.mktemp("teacher"), example_files, "teacher", {"role": "teacher", **TRAINING})
+    run_fn(args)
+    return args
+
+
+def test_teacher_trains_and_records_history(teacher_export):
+    model_dir = os.path.dirname(teacher_export.serving_model_dir)
+    history = json.load(open(os.path.join(model_dir, "history.json")))
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert {"loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "epoch_seconds"} <= set(history[0])
+    assert all(np.isfinite(h["loss"]) for h in history)
+    config = json.load(open(os.path.join(model_dir, "trainer_config.json")))
+    assert config["role"] == "teacher" and config["num_weights_without_bn"] == 83_220
+    assert tf.io.gfile.glob(os.path.join(teacher_export.model_run_dir, "train", "events.out.tfevents.*"))
+
+
+def test_serving_signature_answers_serialized_examples(teacher_export, example_files):
+    loaded = tf.saved_model.load(teacher_export.serving_model_dir)
+    serve = loaded.signatures[export.SERVING_SIGNATURE]
+    records = [r.numpy() for r in tf.data.TFRecordDataset(example_files["eval"], "GZIP").take(5)]
+    outputs = serve(examples=tf.constant(records))
+    assert outputs["logits"].shape == (5, 100)
+    np.testing.assert_allclose(outputs["probabilities"].numpy().sum(axis=1), 1.0, rtol=1e-5)
+    # The taps function sees the same network: its logits on the decoded images agree.
+    images, _ = data.parse_examples(tf.constant(records))
+    taps = loaded.signatures[export.TAPS_SIGNATURE](images=data.normalize(images))
+    np.testing.assert_allclose(taps["logits"].numpy(), outputs["logits"].numpy(), rtol=1e-4, atol=1e-4)
+    assert taps["stage3"].shape == (5, 8, 8, 64)
+
+
+def test_student_distills_from_base_model_only(tmp_path, teacher_export, example_files):
+    config = {"role": "student", "method": "soft_logits", **TRAINING, "epochs": 1}
+    args = fn_args(tmp_path, example_files, "student", config, base_model=teacher_export.serving_model_dir)
+    run_fn(args)
+    history = json.load(open(os.path.join(os.path.dirname(args.serving_model_dir), "history.json")))
+    assert history[0]["kd"] > 0 and history[0]["ce"] > 0
+    assert tf.saved_model.load(args.serving_model_dir).signatures[export.SERVING_SIGNATURE] is not None
+
+
+def test_student_without_teacher_fails_clearly(tmp_path, example_files):
+    args = fn_args(tmp_path, example_files, "student", {"role": "student", "method": "soft_logits", **TRAINING})
+    with pytest.raises(ValueError, match="method 'soft_logits' needs the teacher as the Trainer's base_model"):
+        run_fn(args)
+
+
+def test_invalid_config_is_rejected(tmp_path, example_files):
+    args = fn_args(tmp_path, example_files, "x", {"role": "teacher", **TRAINING, "epochs": 0, "optimiser": "adam"})
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['optimiser'\]"):
+        run_fn(args)
+    args.custom_config = {"role": "teacher", **TRAINING, "epochs": 0}
+    with pytest.raises(ValueError, match="epochs must be an integer >= 1"):
+        run_fn(args)
