@@ -24,6 +24,7 @@ class TrainerConfig:
     epochs: int
     method: str = ""
     method_params: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    teacher_model: str = ""  # the teacher's architecture (DML trains a peer of it)
     batch_size: int = 128
     eval_batch_size: int = 500
     learning_rate: float = 0.1
@@ -45,6 +46,8 @@ class TrainerConfig:
             problems.append(f"role '{self.role}' trains without distillation; method must be empty")
         if self.model not in models.MODEL_SPECS:
             problems.append(f"unknown model {self.model!r}; valid: {', '.join(sorted(models.MODEL_SPECS))}")
+        if self.teacher_model and self.teacher_model not in models.MODEL_SPECS:
+            problems.append(f"unknown teacher_model {self.teacher_model!r}")
         if self.method and self.method not in methods.REGISTRY:
             problems.append(f"unknown method {self.method!r}; valid: {', '.join(sorted(methods.REGISTRY))}")
         for name, low in (("epochs", 1), ("batch_size", 1), ("eval_batch_size", 1), ("trial", 1)):

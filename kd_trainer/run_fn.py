@@ -18,40 +18,53 @@ import tf_keras as keras
 from kd_trainer import data, export, methods, models
 from kd_trainer.config import TrainerConfig
 from kd_trainer.distiller import Distiller
+from kd_trainer.methods.base import MAIN_STAGE
 
 HISTORY_FILE = "history.json"
 CONFIG_FILE = "trainer_config.json"
 
 
 class EpochRecorder(keras.callbacks.Callback):
-    """Collects each epoch's metrics with its learning rate and wall time."""
+    """Collects each epoch's metrics with its stage, learning rate and wall time, and
+    tells the Distiller the epoch number (KD-SVD's gradient-clipping ramp reads it)."""
 
-    def __init__(self, learning_rate: keras.optimizers.schedules.LearningRateSchedule):
+    def __init__(self):
         super().__init__()
-        self.learning_rate = learning_rate
         self.epochs: list[dict[str, Any]] = []
+        self.stage = MAIN_STAGE
+        self.schedule: keras.optimizers.schedules.LearningRateSchedule | None = None
         self._started = 0.0
+        self._lr = 0.0
 
     def on_epoch_begin(self, epoch, logs=None):
         self._started = time.perf_counter()
-        self._lr = float(self.learning_rate(self.model.optimizer.iterations))
+        self.model.epoch.assign(float(epoch))
+        self._lr = float(self.schedule(self.model.optimizer.iterations))
 
     def on_epoch_end(self, epoch, logs=None):
-        record = {"epoch": epoch + 1, "learning_rate": self._lr,
+        record = {"epoch": epoch + 1, "stage": self.stage, "learning_rate": self._lr,
                   "epoch_seconds": round(time.perf_counter() - self._started, 3)}
         record.update({k: float(v) for k, v in (logs or {}).items()})
         self.epochs.append(record)
 
 
-def step_schedule(config: TrainerConfig, steps_per_epoch: int) -> keras.optimizers.schedules.LearningRateSchedule:
+def stage_schedule(config: TrainerConfig, stage: str, steps_per_epoch: int
+                   ) -> keras.optimizers.schedules.LearningRateSchedule:
+    """The seed's per-stage learning rate: constant while initialising, then the step schedule."""
+    if stage != MAIN_STAGE:
+        return keras.optimizers.schedules.PiecewiseConstantDecay([0], [config.learning_rate] * 2)
     boundaries = [epoch * steps_per_epoch for epoch in config.decay_epochs()]
     values = [config.learning_rate * config.lr_decay_factor ** i for i in range(len(boundaries) + 1)]
     return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
 
 
+def _optimizer(config: TrainerConfig, schedule) -> keras.optimizers.Optimizer:
+    return keras.optimizers.SGD(schedule, momentum=config.momentum, nesterov=True)
+
+
 def train(config: TrainerConfig, train_files: list[str], eval_files: list[str], teacher_dir: str | None,
           log_dir: str | None = None) -> tuple[keras.Model, list[dict[str, Any]]]:
-    """Trains the configured network; returns the student Keras model and its history."""
+    """Trains the configured network through its method's stages; returns the student and its history."""
     keras.utils.set_random_seed(config.seed)
     train_records = data.load_records(train_files)
     num_train = data.count(train_records)
@@ -63,20 +76,36 @@ def train(config: TrainerConfig, train_files: list[str], eval_files: list[str], 
 
     student = models.build_model(config.model, config.weight_decay)
     method = methods.create(config.method, config.method_params) if config.method else None
-    teacher = None
+    teacher, peer = None, None
     if method is not None and method.needs_teacher:
         if not teacher_dir:
             raise ValueError(f"method '{config.method}' needs the teacher as the Trainer's base_model")
         teacher, _teacher_module = export.load_teacher(teacher_dir)
-    distiller = Distiller(student, method=method, teacher=teacher)
-    schedule = step_schedule(config, steps_per_epoch)
-    distiller.compile(optimizer=keras.optimizers.SGD(schedule, momentum=config.momentum, nesterov=True))
+    if method is not None and method.trains_peer:
+        if not config.teacher_model:
+            raise ValueError(f"method '{config.method}' needs teacher_model (the peer's architecture)")
+        peer = models.build_model(config.teacher_model, config.weight_decay)
+    distiller = Distiller(student, method=method, teacher=teacher, peer=peer)
 
-    recorder = EpochRecorder(schedule)
+    recorder = EpochRecorder()
     callbacks: list[keras.callbacks.Callback] = [recorder]
     if log_dir:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=log_dir, update_freq="epoch"))
-    distiller.fit(train_batches, epochs=config.epochs, validation_data=eval_batches, callbacks=callbacks, verbose=2)
+    stages = method.stage_epochs(config.epochs) if method is not None else {MAIN_STAGE: config.epochs}
+    done = 0
+    for stage, epochs in stages.items():
+        if epochs == 0:
+            continue
+        schedule = stage_schedule(config, stage, steps_per_epoch)
+        # A fresh optimizer per stage (as the seed); compile retraces train_step for the stage.
+        distiller.stage = recorder.stage = stage
+        recorder.schedule = schedule
+        distiller.compile(optimizer=_optimizer(config, schedule),
+                          peer_optimizer=_optimizer(config, stage_schedule(config, stage, steps_per_epoch))
+                          if peer is not None else None)
+        distiller.fit(train_batches, initial_epoch=done, epochs=done + epochs, validation_data=eval_batches,
+                      callbacks=callbacks, verbose=2)
+        done += epochs
     return student, recorder.epochs
 
 

@@ -72,6 +72,7 @@ class Preset:
         """The TrainerConfig of one Trainer of this preset (trials get consecutive seeds)."""
         training = self.teacher if role == "teacher" else self.student
         return TrainerConfig(role=role, method=method, method_params=self.method_params.get(method, {}),
+                             teacher_model=self.teacher.model if role == "student" else "",
                              seed=self.seed + trial - 1, trial=trial, code_revision=code_revision,
                              **dataclasses.asdict(training))
 
@@ -85,9 +86,11 @@ def validate(preset: Preset) -> None:
         problems.append("methods must name at least one distillation method")
     if len(set(preset.methods)) != len(preset.methods):
         problems.append(f"methods has duplicates: {list(preset.methods)}")
-    stray = sorted(set(preset.method_params) - set(preset.methods))
+    # Parameters of known methods that a run does not select are kept and ignored, so
+    # `--set methods=...` can narrow a preset; unknown names are errors.
+    stray = sorted(set(preset.method_params) - set(methods.REGISTRY))
     if stray:
-        problems.append(f"method_params for method(s) not in methods: {stray}")
+        problems.append(f"method_params for unknown method(s) {stray}; valid: {', '.join(sorted(methods.REGISTRY))}")
     for role in ("teacher", "student"):
         model = getattr(preset, role).model
         if model not in models.MODEL_SPECS:
@@ -108,11 +111,16 @@ def validate(preset: Preset) -> None:
     try:
         preset.trainer_config("teacher")
         preset.trainer_config("baseline")
-        for method in preset.methods:
+        for method in set(preset.methods) | set(preset.method_params):
             methods.create(method, preset.method_params.get(method, {}))
     except ValueError as error:
         raise PresetError(f"invalid preset '{preset.name}': {error}") from None
 
+
+# The seed project's methods, in the order of its results table.
+SEED_METHODS = ("soft_logits", "fitnet", "at", "fsp", "dml", "kd_svd", "ab", "rkd", "jacobian")
+# Short budgets scale the seed's 40-epoch initialisation stage down to one epoch.
+ONE_EPOCH_INIT = {name: {"init_epochs": 1} for name in ("fitnet", "fsp", "ab")}
 
 PRESETS: dict[str, Preset] = {
     preset.name: preset
@@ -123,6 +131,8 @@ PRESETS: dict[str, Preset] = {
             data=DataConfig(train_per_class=3, eval_per_class=1),
             teacher=TrainingConfig(model="resnet14", epochs=1, batch_size=64),
             student=TrainingConfig(model="resnet8", epochs=1, batch_size=64),
+            methods=SEED_METHODS,
+            method_params=ONE_EPOCH_INIT,
         ),
         Preset(
             name="quick",
@@ -131,6 +141,8 @@ PRESETS: dict[str, Preset] = {
             data=DataConfig(train_per_class=250),
             teacher=TrainingConfig(model="resnet32", epochs=10, lr_decay_at=(0.5, 0.75)),
             student=TrainingConfig(model="resnet8", epochs=4, lr_decay_at=(0.5, 0.75)),
+            methods=SEED_METHODS,
+            method_params=ONE_EPOCH_INIT,
         ),
         Preset(
             name="seed",
@@ -138,6 +150,7 @@ PRESETS: dict[str, Preset] = {
             data=DataConfig(),
             teacher=TrainingConfig(model="seed_resnet32", epochs=100),
             student=TrainingConfig(model="seed_resnet8", epochs=100),
+            methods=SEED_METHODS,
             trials=5,
         ),
     )

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Creates the project's virtual environment (Python 3.10, every version pinned by
 # requirements/lock.txt) and installs the project into it in editable mode.
-# Idempotent: a stamp derived from the lock file and pyproject.toml skips a finished setup.
+# Idempotent: a stamp derived from the lock file and pyproject.toml skips a finished setup;
+# when either changes, pip brings the existing environment in line (no rebuild).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,8 +23,11 @@ find_python() {
   return 1
 }
 
-if ! python=$(find_python); then
-  cat >&2 <<MSG
+if [ -x "$venv/bin/python" ] && is_py310 "$venv/bin/python"; then
+  echo "setup: updating $venv to $lock"
+else
+  if ! python=$(find_python); then
+    cat >&2 <<MSG
 error: no Python 3.10 interpreter found.
   TFX 1.16 supports Python 3.9 and 3.10 only; this project pins 3.10 (.python-version).
   Install one, then re-run this command, with either of:
@@ -31,13 +35,14 @@ error: no Python 3.10 interpreter found.
     apt-get install python3.10 python3.10-venv
   or point KD_PYTHON at an existing 3.10 interpreter: KD_PYTHON=/path/to/python3.10
 MSG
-  exit 1
+    exit 1
+  fi
+  echo "setup: creating $venv with $python ($("$python" --version 2>&1))"
+  rm -rf "$venv"
+  "$python" -m venv "$venv"
 fi
-
-echo "setup: creating $venv with $python ($("$python" --version 2>&1))"
-rm -rf "$venv"
-"$python" -m venv "$venv"
 "$venv/bin/python" -m pip install --quiet --upgrade "pip==26.3" "setuptools==69.5.1" "wheel==0.48.0"
 "$venv/bin/python" -m pip install --quiet --constraint "$lock" --editable ".[test]"
+rm -f "$venv"/.kd-setup-*
 touch "$stamp"
 echo "setup: done"

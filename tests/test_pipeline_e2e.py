@@ -2,6 +2,8 @@
 
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 from ml_metadata import metadata_store
@@ -9,10 +11,12 @@ from ml_metadata.proto import metadata_store_pb2
 
 from pipelines import cli, local_runner, presets, results
 from pipelines.pipeline import create_pipeline
+from conftest import REPO_ROOT
 
 OVERRIDES = ["data.require_official_sizes=false", "data.train_per_class=4", "data.eval_per_class=2"]
-TRAINERS = ["Trainer.teacher", "Trainer.baseline_trial1", "Trainer.soft_logits_trial1"]
-EVALUATORS = ["Evaluator.teacher", "Evaluator.soft_logits_trial1"]
+METHODS = presets.SEED_METHODS
+TRAINERS = ["Trainer.teacher", "Trainer.baseline_trial1", *(f"Trainer.{m}_trial1" for m in METHODS)]
+EVALUATORS = ["Evaluator.teacher", *(f"Evaluator.{m}_trial1" for m in METHODS)]
 
 
 def executions_by_node(paths):
@@ -49,21 +53,27 @@ def test_first_run_completes_every_component(smoke_run, capsys):
     for trainer in TRAINERS:
         model_dir = artifacts[trainer]["Model"].uri
         assert os.path.isfile(os.path.join(model_dir, "Format-Serving", "saved_model.pb"))
-        assert len(json.load(open(os.path.join(model_dir, "history.json")))) == 1
-    blessing = artifacts["Evaluator.soft_logits_trial1"]["ModelBlessing"]
-    assert blessing.custom_properties["blessed"].int_value in (0, 1)
+        stages = [h["stage"] for h in json.load(open(os.path.join(model_dir, "history.json")))]
+        two_stage = trainer.split(".")[1].rsplit("_trial", 1)[0] in ("fitnet", "fsp", "ab")
+        assert stages == (["init", "main"] if two_stage else ["main"]), trainer
+    for method in METHODS:
+        blessing = artifacts[f"Evaluator.{method}_trial1"]["ModelBlessing"]
+        assert blessing.custom_properties["blessed"].int_value in (0, 1)
 
     rows = {row.component: row for row in results.collect(paths.connection_config(), paths.pipeline_name)}
-    assert set(rows) == {"teacher", "baseline_trial1", "soft_logits_trial1"}
-    student = rows["soft_logits_trial1"]
-    assert student.baseline_accuracy == rows["baseline_trial1"].accuracy
-    assert 0 <= student.accuracy <= 1 and student.blessed == (student.accuracy >= student.baseline_accuracy)
-    # TFMA counted the whole (tiny) eval split.
-    assert results.overall_metrics(student.evaluation_uri, "candidate")["example_count"] == 200
+    assert set(rows) == {"teacher", "baseline_trial1", *(f"{m}_trial1" for m in METHODS)}
+    for method in METHODS:
+        student = rows[f"{method}_trial1"]
+        assert student.baseline_accuracy == rows["baseline_trial1"].accuracy
+        assert 0 <= student.accuracy <= 1
+        assert student.blessed == (student.accuracy >= student.baseline_accuracy), method
+        # TFMA counted the whole (tiny) eval split.
+        assert results.overall_metrics(student.evaluation_uri, "candidate")["example_count"] == 200
 
     printed = capsys.readouterr().out
     assert str(paths.pipeline_root) in printed
-    assert "| soft_logits | resnet8 | 1 |" in printed and "| teacher | resnet14 | 1 |" in printed
+    assert "| teacher | resnet14 | 1 |" in printed
+    assert all(f"| {m} | resnet8 | 1 |" in printed for m in METHODS)
 
 
 def test_second_run_hits_the_cache(smoke_run):
@@ -74,16 +84,28 @@ def test_second_run_hits_the_cache(smoke_run):
 
 
 def test_structure_follows_methods_and_trials(tmp_path):
-    preset = presets.resolve("smoke", ["trials=3"])
+    preset = presets.resolve("smoke", ["trials=3", "methods=soft_logits,fitnet"])
     pipeline = create_pipeline("p", str(tmp_path), preset, code_revision="test")
     ids = [c.id for c in pipeline.components]
     assert ids.count("Trainer.teacher") == 1
     for trial in (1, 2, 3):
         assert {f"Trainer.baseline_trial{trial}", f"Trainer.soft_logits_trial{trial}",
-                f"Evaluator.soft_logits_trial{trial}"} <= set(ids)
-    assert len(ids) == 3 + 3 * 3
+                f"Evaluator.soft_logits_trial{trial}", f"Trainer.fitnet_trial{trial}",
+                f"Evaluator.fitnet_trial{trial}"} <= set(ids)
+    assert len(ids) == 3 + 3 * (1 + 2 * 2)
     evaluator = next(c for c in pipeline.components if c.id == "Evaluator.soft_logits_trial2")
     assert evaluator.inputs["baseline_model"].producer_component_id == "Trainer.baseline_trial2"
     assert evaluator.inputs["model"].producer_component_id == "Trainer.soft_logits_trial2"
     student = next(c for c in pipeline.components if c.id == "Trainer.soft_logits_trial2")
     assert student.inputs["base_model"].producer_component_id == "Trainer.teacher"
+
+
+def test_tfx_cli_creates_the_pipeline_from_the_runner_module(tmp_path):
+    env = {**os.environ, "HOME": str(tmp_path), "KD_PRESET": "smoke", "KD_OUTPUT_DIR": str(tmp_path / "out")}
+    tfx_cli = os.path.join(os.path.dirname(sys.executable), "tfx")
+    result = subprocess.run([tfx_cli, "pipeline", "create", "--engine", "beam", "--pipeline_path",
+                             "pipelines/local_runner.py"], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert 'Pipeline "kd-smoke" created successfully' in result.stdout
+    assert (tmp_path / "tfx" / "beam" / "kd-smoke" / "pipeline_args.json").is_file()

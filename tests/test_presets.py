@@ -1,6 +1,15 @@
 import pytest
 
+from kd_trainer import methods
+
 from pipelines import presets
+
+
+def test_every_preset_runs_every_seed_method():
+    for name in presets.PRESETS:
+        assert set(presets.resolve(name).methods) == set(methods.REGISTRY)
+    assert presets.resolve("seed").method_params == {}  # the seed's 40 initialisation epochs
+    assert presets.resolve("quick").trainer_config("student", method="fitnet").method_params == {"init_epochs": 1}
 
 
 def test_presets_are_valid_and_distinct():
@@ -18,7 +27,7 @@ def test_overrides_parse_json_and_dotted_paths():
                                        "method_params.soft_logits.temperature=4"])
     assert preset.student.epochs == 3 and preset.data.train_per_class is None and preset.trials == 2
     assert preset.student.learning_rate == 1.0 and preset.methods == ("soft_logits",)
-    assert preset.method_params == {"soft_logits": {"temperature": 4}}
+    assert preset.method_params["soft_logits"] == {"temperature": 4}
     config = preset.trainer_config("student", trial=2, method="soft_logits", code_revision="abc")
     assert (config.seed, config.trial, config.method_params, config.code_revision) == (1, 2, {"temperature": 4}, "abc")
 
@@ -34,6 +43,7 @@ def test_overrides_parse_json_and_dotted_paths():
     (["student.optimizer=adam"], r"unknown key 'student.optimizer'.*valid: \['batch_size'"),
     (["epochs=3"], "unknown key 'epochs'"),
     (["method_params.soft_logits.tau=2"], r"unknown parameter\(s\) \['tau'\]"),
+    (["method_params.kd.temperature=2"], r"method_params for unknown method\(s\) \['kd'\]"),
     (["student.epochs"], "must look like key=value"),
 ])
 def test_invalid_overrides_fail_with_what_is_valid(overrides, message):

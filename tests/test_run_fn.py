@@ -93,3 +93,14 @@ def test_invalid_config_is_rejected(tmp_path, example_files):
     args.custom_config = {"role": "teacher", **TRAINING, "epochs": 0}
     with pytest.raises(ValueError, match="epochs must be an integer >= 1"):
         run_fn(args)
+
+
+def test_two_stage_method_switches_stage_and_restarts_the_schedule(tmp_path, teacher_export, example_files):
+    config = {"role": "student", "method": "fitnet", "method_params": {"init_epochs": 1}, **TRAINING,
+              "epochs": 2, "learning_rate": 0.05, "lr_decay_at": [0.5]}
+    args = fn_args(tmp_path, example_files, "fitnet", config, base_model=teacher_export.serving_model_dir)
+    run_fn(args)
+    history = json.load(open(os.path.join(os.path.dirname(args.serving_model_dir), "history.json")))
+    assert [(h["epoch"], h["stage"]) for h in history] == [(1, "init"), (2, "main"), (3, "main")]
+    assert [h["learning_rate"] for h in history] == pytest.approx([0.05, 0.05, 0.005])
+    assert history[0]["hint"] > 0 and history[0]["ce"] == 0 and history[1]["hint"] == 0 and history[1]["ce"] > 0

@@ -8,6 +8,10 @@ from typing import Any, ClassVar, Mapping
 import tensorflow as tf
 
 TapDict = Mapping[str, tf.Tensor]
+MAIN_STAGE = "main"
+INIT_STAGE = "init"
+# Pseudo-tap: d logit[true class] / d input, computed by the training loop on request.
+INPUT_GRADIENT = "input_gradient"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -18,16 +22,23 @@ class NoParams:
 class DistillationMethod(tf.Module):
     """A distillation objective: which taps it reads, its hyper-parameters, its loss terms.
 
-    Subclasses set `name`, `student_taps`, `teacher_taps`, `loss_term_names` and `Params` (a frozen
-    dataclass whose field defaults are the seed project's defaults) and implement
-    `loss_terms`. Trainable connectors are created in `build` as attributes of the method
-    (a tf.Module), so `trainable_variables` finds them and the training loop trains them.
+    Subclasses set `name`, `student_taps`, `teacher_taps`, `loss_term_names` and `Params`
+    (a frozen dataclass whose field defaults are the seed project's defaults) and
+    implement `loss_terms`. Trainable connectors are created in `build` as attributes of
+    the method (a tf.Module), so `trainable_variables` finds them and the training loop
+    trains them. Two-stage methods list `("init", "main")` in `stages` and take the length
+    of the initialisation stage from their `init_epochs` parameter.
     """
 
     name: ClassVar[str]
     student_taps: ClassVar[tuple[str, ...]] = ("logits",)
     teacher_taps: ClassVar[tuple[str, ...]] = ()
     loss_term_names: ClassVar[tuple[str, ...]]
+    stages: ClassVar[tuple[str, ...]] = (MAIN_STAGE,)
+    # KD-SVD: clip the distillation gradient per variable to |grad CE| * sigmoid(epoch).
+    clips_distillation_gradient: ClassVar[bool] = False
+    # DML: a trainable peer of the teacher's architecture replaces the frozen teacher.
+    trains_peer: ClassVar[bool] = False
     Params: ClassVar[type] = NoParams
 
     def __init__(self, params: Mapping[str, Any] | None = None):
@@ -36,14 +47,22 @@ class DistillationMethod(tf.Module):
 
     @property
     def needs_teacher(self) -> bool:
+        """Whether the frozen teacher (the Trainer's base_model) must run every step."""
         return bool(self.teacher_taps)
+
+    def stage_epochs(self, main_epochs: int) -> dict[str, int]:
+        """Epochs per stage, in order."""
+        return {stage: (self.params.init_epochs if stage == INIT_STAGE else main_epochs) for stage in self.stages}
 
     def build(self, student_shapes: Mapping[str, tf.TensorShape], teacher_shapes: Mapping[str, tf.TensorShape]) -> None:
         """Creates trainable connectors once the tap shapes are known (none by default)."""
 
-    def loss_terms(self, labels: tf.Tensor, cross_entropy: tf.Tensor, student: TapDict,
-                   teacher: TapDict) -> dict[str, tf.Tensor]:
-        """Weighted scalar terms whose sum (plus weight decay) is the student's objective."""
+    def loss_terms(self, labels: tf.Tensor, cross_entropy: tf.Tensor, student: TapDict, teacher: TapDict,
+                   stage: str = MAIN_STAGE) -> dict[str, tf.Tensor]:
+        """Weighted scalar terms whose sum (plus weight decay) is the student's objective.
+
+        Terms other than "ce" form the distillation part (used for gradient clipping).
+        """
         raise NotImplementedError
 
 
@@ -58,7 +77,10 @@ def parse_params(params_class: type, values: Mapping[str, Any], owner: str):
         expected = type(getattr(params_class(), key))
         if expected is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
-        if not isinstance(value, expected):
+        if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
             raise ValueError(f"{owner}: parameter '{key}' must be {expected.__name__}, got {value!r}")
         parsed[key] = value
-    return params_class(**parsed)
+    params = params_class(**parsed)
+    if getattr(params, "init_epochs", 1) < 0:
+        raise ValueError(f"{owner}: parameter 'init_epochs' must be >= 0, got {params.init_epochs}")
+    return params

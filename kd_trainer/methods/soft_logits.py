@@ -36,7 +36,7 @@ class SoftLogits(DistillationMethod):
         kd_weight: float = 0.3
         temperature_squared: bool = False
 
-    def loss_terms(self, labels, cross_entropy, student, teacher):
+    def loss_terms(self, labels, cross_entropy, student, teacher, stage="main"):
         p = self.params
         kd = softened_kl(teacher["logits"], student["logits"], p.temperature)
         if p.temperature_squared:

@@ -1,0 +1,62 @@
+"""FitNet (Romero et al. 2015): the student's intermediate features regress the teacher's."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import tensorflow as tf
+import tf_keras as keras
+
+from kd_trainer.methods.base import INIT_STAGE, DistillationMethod
+
+TAPS = ("stage1", "stage2", "stage3")
+
+
+def hint_loss(student: tf.Tensor, teacher: tf.Tensor) -> tf.Tensor:
+    """mean((s - t)^2) over batch and feature positions."""
+    return tf.reduce_mean(tf.square(student - teacher))
+
+
+class FitNet(DistillationMethod):
+    """Seed: an initialisation stage on the hint loss alone (sum over the 3 taps, no
+    regressor since the seed's shapes match), then CE only.
+
+    `regressor=True` adds the paper's trainable regressor (3x3 conv + BN per tap) that maps
+    the student's features to the teacher's width; it is used automatically when widths
+    differ, since the hint loss is undefined otherwise.
+    """
+
+    name = "fitnet"
+    student_taps = TAPS
+    teacher_taps = TAPS
+    loss_term_names = ("hint", "ce")
+    stages = (INIT_STAGE, "main")
+
+    @dataclasses.dataclass(frozen=True)
+    class Params:
+        init_epochs: int = 40
+        weight: float = 1.0
+        regressor: bool = False
+
+    def build(self, student_shapes, teacher_shapes):
+        self.regressors = {}
+        for tap in TAPS:
+            if self.params.regressor or student_shapes[tap][-1] != teacher_shapes[tap][-1]:
+                if student_shapes[tap][1:3] != teacher_shapes[tap][1:3]:
+                    raise ValueError(f"fitnet: tap '{tap}' has spatial size {student_shapes[tap][1:3]} in the "
+                                     f"student and {teacher_shapes[tap][1:3]} in the teacher")
+                self.regressors[tap] = keras.Sequential([
+                    keras.layers.Conv2D(teacher_shapes[tap][-1], 3, padding="same", use_bias=False),
+                    keras.layers.BatchNormalization()], name=f"fitnet_regressor_{tap}")
+                self.regressors[tap].build(student_shapes[tap])
+
+    def loss_terms(self, labels, cross_entropy, student, teacher, stage="main"):
+        if stage != INIT_STAGE:
+            return {"ce": cross_entropy}
+        total = 0.0
+        for tap in TAPS:
+            features = student[tap]
+            if tap in self.regressors:
+                features = self.regressors[tap](features, training=True)
+            total += hint_loss(features, teacher[tap])
+        return {"hint": self.params.weight * total}
