@@ -11,20 +11,15 @@ ROLES = ("teacher", "baseline", "student")
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainerConfig:
-    """One network's training run.
+class TrainingConfig:
+    """Optimisation of one network (the seed's protocol by default).
 
-    role: `teacher` and `baseline` train on CE alone; `student` trains with `method`
-    against the teacher given as the Trainer's base_model. The learning rate is multiplied
-    by `lr_decay_factor` after each fraction of `epochs` in `lr_decay_at` (seed: 30/60/80%).
+    The learning rate is multiplied by `lr_decay_factor` after each fraction of `epochs`
+    in `lr_decay_at` (seed: 30/60/80%).
     """
 
-    role: str
     model: str
     epochs: int
-    method: str = ""
-    method_params: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    teacher_model: str = ""  # the teacher's architecture (DML trains a peer of it)
     batch_size: int = 128
     eval_batch_size: int = 500
     learning_rate: float = 0.1
@@ -32,27 +27,19 @@ class TrainerConfig:
     lr_decay_factor: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    seed: int = 0
-    trial: int = 1
-    code_revision: str = "unknown"
 
     def __post_init__(self):
+        problems = self.problems()
+        if problems:
+            raise ValueError(f"invalid {type(self).__name__}: " + "; ".join(problems))
+
+    def problems(self) -> list[str]:
         problems = []
-        if self.role not in ROLES:
-            problems.append(f"role must be one of {ROLES}, got {self.role!r}")
-        if self.role == "student" and not self.method:
-            problems.append("role 'student' needs a method")
-        if self.role != "student" and self.method:
-            problems.append(f"role '{self.role}' trains without distillation; method must be empty")
         if self.model not in models.MODEL_SPECS:
             problems.append(f"unknown model {self.model!r}; valid: {', '.join(sorted(models.MODEL_SPECS))}")
-        if self.teacher_model and self.teacher_model not in models.MODEL_SPECS:
-            problems.append(f"unknown teacher_model {self.teacher_model!r}")
-        if self.method and self.method not in methods.REGISTRY:
-            problems.append(f"unknown method {self.method!r}; valid: {', '.join(sorted(methods.REGISTRY))}")
-        for name, low in (("epochs", 1), ("batch_size", 1), ("eval_batch_size", 1), ("trial", 1)):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < low:
-                problems.append(f"{name} must be an integer >= {low}, got {getattr(self, name)!r}")
+        for name in ("epochs", "batch_size", "eval_batch_size"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                problems.append(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
         if not 0 < self.learning_rate <= 10:
             problems.append(f"learning_rate must be in (0, 10], got {self.learning_rate}")
         if not 0 <= self.momentum < 1:
@@ -63,8 +50,44 @@ class TrainerConfig:
             problems.append(f"lr_decay_factor must be in (0, 1], got {self.lr_decay_factor}")
         if list(self.lr_decay_at) != sorted(self.lr_decay_at) or not all(0 < f < 1 for f in self.lr_decay_at):
             problems.append(f"lr_decay_at must be increasing fractions in (0, 1), got {list(self.lr_decay_at)}")
-        if problems:
-            raise ValueError("invalid trainer config: " + "; ".join(problems))
+        return problems
+
+    def decay_epochs(self) -> list[int]:
+        """Epochs after which the learning rate drops (distinct, at least 1)."""
+        return sorted({max(1, round(f * self.epochs)) for f in self.lr_decay_at})
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainerConfig(TrainingConfig):
+    """One Trainer run: its network's training plus its role in the benchmark.
+
+    role: `teacher` and `baseline` train on CE alone; `student` trains with `method`
+    against the teacher given as the Trainer's base_model.
+    """
+
+    role: str = ""
+    method: str = ""
+    method_params: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    teacher_model: str = ""  # the teacher's architecture (DML trains a peer of it)
+    seed: int = 0
+    trial: int = 1
+    code_revision: str = "unknown"
+
+    def problems(self) -> list[str]:
+        problems = super().problems()
+        if self.role not in ROLES:
+            problems.append(f"role must be one of {ROLES}, got {self.role!r}")
+        if self.role == "student" and not self.method:
+            problems.append("role 'student' needs a method")
+        if self.role != "student" and self.method:
+            problems.append(f"role '{self.role}' trains without distillation; method must be empty")
+        if self.teacher_model and self.teacher_model not in models.MODEL_SPECS:
+            problems.append(f"unknown teacher_model {self.teacher_model!r}")
+        if self.method and self.method not in methods.REGISTRY:
+            problems.append(f"unknown method {self.method!r}; valid: {', '.join(sorted(methods.REGISTRY))}")
+        if not isinstance(self.trial, int) or self.trial < 1:
+            problems.append(f"trial must be an integer >= 1, got {self.trial!r}")
+        return problems
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> TrainerConfig:
@@ -82,7 +105,3 @@ class TrainerConfig:
         values["lr_decay_at"] = list(self.lr_decay_at)
         values["method_params"] = dict(self.method_params)
         return values
-
-    def decay_epochs(self) -> list[int]:
-        """Epochs after which the learning rate drops (distinct, at least 1)."""
-        return sorted({max(1, round(f * self.epochs)) for f in self.lr_decay_at})

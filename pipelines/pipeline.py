@@ -36,19 +36,23 @@ def eval_config(blessing_margin: float | None) -> tfma.EvalConfig:
     """Top-1/top-5 accuracy and cross-entropy, overall and per superclass.
 
     With `blessing_margin`, the candidate is compared with a baseline and blessed when its
-    accuracy is at least the baseline's minus the margin; without, it is evaluated alone.
+    accuracy on the whole test set is at least the baseline's minus the margin; without,
+    it is evaluated alone.
     """
     candidate = tfma.ModelSpec(name="candidate", label_key=LABEL_KEY, prediction_key=PREDICTION_KEY)
     model_specs = [candidate]
-    accuracy_threshold = None
+    accuracy_thresholds = []
     if blessing_margin is not None:
         model_specs.append(tfma.ModelSpec(name="baseline", label_key=LABEL_KEY, prediction_key=PREDICTION_KEY,
                                           is_baseline=True))
-        accuracy_threshold = tfma.MetricThreshold(change_threshold=tfma.GenericChangeThreshold(
-            direction=tfma.MetricDirection.HIGHER_IS_BETTER, absolute={"value": -blessing_margin}))
+        # Decided on the whole test set only: superclass slices are for reading, not gating.
+        accuracy_thresholds.append(tfma.PerSliceMetricThreshold(
+            slicing_specs=[tfma.SlicingSpec()],
+            threshold=tfma.MetricThreshold(change_threshold=tfma.GenericChangeThreshold(
+                direction=tfma.MetricDirection.HIGHER_IS_BETTER, absolute={"value": -blessing_margin}))))
     metrics = [
         tfma.MetricConfig(class_name="ExampleCount"),
-        tfma.MetricConfig(class_name="SparseCategoricalAccuracy", threshold=accuracy_threshold),
+        tfma.MetricConfig(class_name="SparseCategoricalAccuracy", per_slice_thresholds=accuracy_thresholds),
         tfma.MetricConfig(class_name="SparseTopKCategoricalAccuracy", config='{"k": 5}'),
         tfma.MetricConfig(class_name="SparseCategoricalCrossentropy"),
     ]

@@ -15,8 +15,8 @@ import types
 import typing
 from typing import Any
 
-from kd_trainer import methods, models
-from kd_trainer.config import TrainerConfig
+from kd_trainer import methods
+from kd_trainer.config import TrainerConfig, TrainingConfig
 
 
 class PresetError(ValueError):
@@ -33,20 +33,6 @@ class DataConfig:
     eval_per_class: int | None = None  # None: all 100 test images per class
     require_official_sizes: bool = True
     seed: int = 0
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainingConfig:
-    """Optimisation of one network (the seed's protocol by default)."""
-
-    model: str
-    epochs: int
-    batch_size: int = 128
-    learning_rate: float = 0.1
-    lr_decay_at: tuple[float, ...] = (0.3, 0.6, 0.8)
-    lr_decay_factor: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,10 +77,6 @@ def validate(preset: Preset) -> None:
     stray = sorted(set(preset.method_params) - set(methods.REGISTRY))
     if stray:
         problems.append(f"method_params for unknown method(s) {stray}; valid: {', '.join(sorted(methods.REGISTRY))}")
-    for role in ("teacher", "student"):
-        model = getattr(preset, role).model
-        if model not in models.MODEL_SPECS:
-            problems.append(f"{role}.model: unknown model {model!r}; valid: {', '.join(sorted(models.MODEL_SPECS))}")
     if not isinstance(preset.trials, int) or not 1 <= preset.trials <= 100:
         problems.append(f"trials must be an integer in [1, 100], got {preset.trials!r}")
     if not 0 <= preset.blessing_margin < 1:
@@ -231,7 +213,12 @@ def resolve(name: str, overrides: list[str] | tuple[str, ...] = ()) -> Preset:
     preset = PRESETS[name]
     for text in overrides:
         key, value = parse_override(text)
-        preset = _override(preset, key.split("."), value, key)
+        try:
+            preset = _override(preset, key.split("."), value, key)
+        except PresetError:
+            raise
+        except ValueError as error:  # a nested config rejected the value
+            raise PresetError(f"invalid preset '{name}': override '{key}': {error}") from None
     return preset
 
 

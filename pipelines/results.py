@@ -11,7 +11,7 @@ import tensorflow_model_analysis as tfma
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
-from kd_trainer.run_fn import CONFIG_FILE, HISTORY_FILE
+from kd_trainer.run_fn import CONFIG_FILE
 
 ACCURACY = "sparse_categorical_accuracy"
 TOP5 = "sparse_top_k_categorical_accuracy"
@@ -120,10 +120,6 @@ def collect(connection_config: metadata_store_pb2.ConnectionConfig, pipeline_nam
                 blessed=None, model_uri=baseline_model.uri, evaluation_uri=evaluation)
     order = {"teacher": 0, "baseline": 1, "student": 2}
     return sorted(rows.values(), key=lambda r: (order[r.role], r.method, r.trial))
-
-
-def history(model_uri: str) -> list[dict]:
-    return read_json(os.path.join(model_uri, HISTORY_FILE))
 
 
 def format_table(rows: list[ResultRow]) -> str:

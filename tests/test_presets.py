@@ -33,7 +33,7 @@ def test_overrides_parse_json_and_dotted_paths():
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (["teacher.model=resnet9"], "teacher.model: unknown model 'resnet9'; valid: .*resnet8x4"),
+    (["teacher.model=resnet9"], "override 'teacher.model': .*unknown model 'resnet9'; valid: .*resnet8x4"),
     (["methods=soft_logits,kd"], r"unknown method\(s\) \['kd'\]; valid: .*soft_logits"),
     (["student.epochs=0"], "epochs must be an integer >= 1"),
     (["student.epochs=two"], "override 'student.epochs': expected an integer"),

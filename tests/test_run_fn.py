@@ -104,3 +104,22 @@ def test_two_stage_method_switches_stage_and_restarts_the_schedule(tmp_path, tea
     assert [(h["epoch"], h["stage"]) for h in history] == [(1, "init"), (2, "main"), (3, "main")]
     assert [h["learning_rate"] for h in history] == pytest.approx([0.05, 0.05, 0.005])
     assert history[0]["hint"] > 0 and history[0]["ce"] == 0 and history[1]["hint"] == 0 and history[1]["ce"] > 0
+
+
+def test_augmentation_crops_a_window_of_the_padded_maybe_flipped_image():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(64, 32, 32, 3), dtype=np.uint8)
+    augmented = data.augment_batch(tf.constant(images), tf.constant([1, 2], tf.int64)).numpy()
+    padded = np.pad(images, [(0, 0), (4, 4), (4, 4), (0, 0)], mode="reflect")
+    flipped = np.pad(images[:, :, ::-1], [(0, 0), (4, 4), (4, 4), (0, 0)], mode="reflect")
+    offsets, flips = set(), 0
+    for i in range(len(images)):
+        matches = [(source_flipped, dy, dx) for source_flipped, source in ((False, padded), (True, flipped))
+                   for dy in range(9) for dx in range(9)
+                   if np.array_equal(source[i, dy:dy + 32, dx:dx + 32], augmented[i])]
+        assert matches, f"image {i} is not a crop of its padded image"
+        flips += matches[0][0]
+        offsets.add(matches[0][1:])
+    assert 16 < flips < 48 and len(offsets) > 20  # draws differ per image
+    again = data.augment_batch(tf.constant(images), tf.constant([1, 2], tf.int64)).numpy()
+    np.testing.assert_array_equal(again, augmented)

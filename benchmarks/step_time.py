@@ -1,0 +1,150 @@
+"""Training-step time of every distillation method against its floor.
+
+Floor = one plain student training step (CE + weight decay) + one teacher forward pass on
+the same batch: what any distillation step must at least cost. The teacher is a real
+export loaded from disk, as in a student Trainer. Steps run through Keras' compiled
+train function on an in-memory batch, so the input pipeline is not measured.
+
+    .venv/bin/python benchmarks/step_time.py                 # quick and seed model pairs
+    .venv/bin/python benchmarks/step_time.py --pairs resnet32:resnet8 --steps 20
+
+Writes the table to docs/benchmarks.md (use --output - to print only).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+
+import argparse  # noqa: E402
+import datetime  # noqa: E402
+import platform  # noqa: E402
+import statistics  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import tensorflow as tf  # noqa: E402
+import tf_keras as keras  # noqa: E402
+
+from kd_trainer import export, methods, models  # noqa: E402
+from kd_trainer.distiller import Distiller  # noqa: E402
+from kd_trainer.methods.base import MAIN_STAGE  # noqa: E402
+from pipelines.presets import SEED_METHODS  # noqa: E402
+from pipelines.revision import REPO_ROOT, code_revision  # noqa: E402
+
+
+def median_seconds(step, warmup: int, steps: int) -> float:
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(steps):
+        started = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def train_step_fn(distiller: Distiller, images, labels):
+    iterator = iter(tf.data.Dataset.from_tensors((images, labels)).repeat())
+    train_function = distiller.make_train_function()
+    return lambda: {k: v.numpy() for k, v in train_function(iterator).items()}
+
+
+def distiller_for(student_name: str, teacher_name: str, method_name: str | None, teacher, stage: str) -> Distiller:
+    student = models.build_model(student_name)
+    method = methods.create(method_name) if method_name else None
+    peer = models.build_model(teacher_name) if method is not None and method.trains_peer else None
+    distiller = Distiller(student, method=method, teacher=teacher if method and method.needs_teacher else None,
+                          peer=peer)
+    distiller.stage = stage
+    sgd = lambda: keras.optimizers.SGD(0.01, momentum=0.9, nesterov=True)  # noqa: E731
+    distiller.compile(optimizer=sgd(), peer_optimizer=sgd() if peer is not None else None)
+    return distiller
+
+
+def benchmark_pair(teacher_name: str, student_name: str, batch: int, warmup: int, steps: int) -> list[dict]:
+    images = tf.random.normal((batch, *models.INPUT_SHAPE))
+    labels = tf.random.uniform((batch,), 0, models.NUM_CLASSES, tf.int32)
+    with tempfile.TemporaryDirectory() as folder:
+        export.save(models.build_model(teacher_name), folder)
+        teacher, _loaded = export.load_teacher(folder)
+        teacher_forward = median_seconds(lambda: teacher(images)["logits"].numpy(), warmup, steps)
+        student_step = median_seconds(
+            train_step_fn(distiller_for(student_name, teacher_name, None, teacher, MAIN_STAGE), images, labels),
+            warmup, steps)
+        floor = student_step + teacher_forward
+        rows = [{"method": "(student step)", "stage": MAIN_STAGE, "seconds": student_step},
+                {"method": "(teacher forward)", "stage": "", "seconds": teacher_forward}]
+        for name in SEED_METHODS:
+            for stage in methods.method_class(name).stages:
+                seconds = median_seconds(
+                    train_step_fn(distiller_for(student_name, teacher_name, name, teacher, stage), images, labels),
+                    warmup, steps)
+                rows.append({"method": name, "stage": stage, "seconds": seconds, "ratio": seconds / floor})
+                print(f"{teacher_name}->{student_name} {name:<12} {stage:<5} {1000 * seconds:8.1f} ms "
+                      f"({seconds / floor:.2f} x floor {1000 * floor:.1f} ms)", flush=True)
+    for row in rows:
+        row.update(pair=f"{teacher_name} -> {student_name}", floor=floor)
+    return rows
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpus = tf.config.list_physical_devices("GPU")
+    device = f"{len(gpus)} GPU(s): {', '.join(g.name for g in gpus)}" if gpus else "CPU only"
+    return f"{cpu}, {os.cpu_count()} cores visible, {device}; TensorFlow {tf.__version__}"
+
+
+def markdown(rows: list[dict], batch: int, steps: int) -> str:
+    lines = [
+        "# Training-step benchmark",
+        "",
+        f"- Date: {datetime.date.today().isoformat()}",
+        f"- Machine: {machine()}",
+        f"- Code revision: {code_revision()}",
+        f"- Command: `benchmarks/step_time.py` (batch {batch}, median of {steps} steps after warm-up, "
+        "compiled Keras train function, input pipeline excluded)",
+        "- Floor = plain student step + teacher forward pass on the same batch.",
+        "",
+        "| Teacher -> student | Method | Stage | Step (ms) | Floor (ms) | Step / floor |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        ratio = f"{row['ratio']:.2f}" if "ratio" in row else ""
+        lines.append(f"| {row['pair']} | {row['method']} | {row['stage']} | {1000 * row['seconds']:.1f} | "
+                     f"{1000 * row['floor']:.1f} | {ratio} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pairs", default="resnet32:resnet8,seed_resnet32:seed_resnet8",
+                        help="comma-separated teacher:student model pairs")
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=7)
+    parser.add_argument("--output", default=str(REPO_ROOT / "docs" / "benchmarks.md"), help="'-' prints only")
+    args = parser.parse_args()
+    rows = []
+    for pair in args.pairs.split(","):
+        teacher_name, student_name = pair.split(":")
+        rows += benchmark_pair(teacher_name, student_name, args.batch, args.warmup, args.steps)
+    table = markdown(rows, args.batch, args.steps)
+    if args.output == "-":
+        print(table)
+    else:
+        Path(args.output).write_text(table)
+        print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()
