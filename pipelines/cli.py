@@ -1,4 +1,4 @@
-"""`kd`: the benchmark's command line (run a preset locally, list presets)."""
+"""`kd`: the benchmark's command line (run a preset locally, print its results, list presets)."""
 
 from __future__ import annotations
 
@@ -29,6 +29,18 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _results(args: argparse.Namespace) -> int:
+    from pipelines import local_runner, results
+
+    preset = presets.resolve(args.preset, args.overrides)
+    paths = local_runner.local_paths(preset, args.output_dir)
+    if not paths.metadata_path.is_file():
+        print(f"kd: error: no run of preset '{preset.name}' at {paths.metadata_path}", file=sys.stderr)
+        return 2
+    print(results.format_table(results.collect(paths.connection_config(), paths.pipeline_name)))
+    return 0
+
+
 def _presets(args: argparse.Namespace) -> int:
     if args.name:
         print(json.dumps(presets.to_dict(presets.resolve(args.name, args.overrides)), indent=2))
@@ -50,6 +62,12 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--beam-arg", dest="beam_args", action="append", default=[],
                      help="Beam pipeline argument for the Beam components (repeatable)")
     run.set_defaults(handler=_run)
+
+    table = commands.add_parser("results", help="print the results table of a finished local run")
+    table.add_argument("--preset", default="quick")
+    table.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    table.add_argument("--output-dir", help="folder given to `kd run` (default ./outputs)")
+    table.set_defaults(handler=_results)
 
     show = commands.add_parser("presets", help="list presets, or print one resolved as JSON")
     show.add_argument("name", nargs="?")

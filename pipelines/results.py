@@ -11,7 +11,7 @@ import tensorflow_model_analysis as tfma
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
-from kd_trainer.run_fn import CONFIG_FILE
+from kd_trainer.run_fn import CONFIG_FILE, HISTORY_FILE
 
 ACCURACY = "sparse_categorical_accuracy"
 TOP5 = "sparse_top_k_categorical_accuracy"
@@ -79,10 +79,18 @@ class ResultRow:
     blessed: bool | None
     model_uri: str
     evaluation_uri: str
+    code_revision: str
+    train_seconds: float
 
     @property
     def gain(self) -> float | None:
         return None if self.baseline_accuracy is None else self.accuracy - self.baseline_accuracy
+
+
+def _trainer_outputs(model_uri: str) -> tuple[dict, float]:
+    """(trainer_config.json, total training seconds from history.json) of a Model artifact."""
+    history = read_json(os.path.join(model_uri, HISTORY_FILE))
+    return read_json(os.path.join(model_uri, CONFIG_FILE)), sum(epoch["epoch_seconds"] for epoch in history)
 
 
 def collect(connection_config: metadata_store_pb2.ConnectionConfig, pipeline_name: str) -> list[ResultRow]:
@@ -98,7 +106,7 @@ def collect(connection_config: metadata_store_pb2.ConnectionConfig, pipeline_nam
             continue
         name = component[len("Evaluator."):]
         trainer = artifacts[f"Trainer.{name}"]["Model"]
-        config = read_json(os.path.join(trainer.uri, CONFIG_FILE))
+        config, seconds = _trainer_outputs(trainer.uri)
         evaluation = outputs["ModelEvaluation"].uri
         compared = config["role"] == "student"
         candidate = overall_metrics(evaluation, "candidate" if compared else None)
@@ -109,27 +117,31 @@ def collect(connection_config: metadata_store_pb2.ConnectionConfig, pipeline_nam
             model=config["model"], accuracy=candidate[ACCURACY], top5_accuracy=candidate[TOP5],
             baseline_accuracy=baseline[ACCURACY] if baseline else None,
             blessed=is_blessed(blessing) if baseline and blessing is not None else None,
-            model_uri=trainer.uri, evaluation_uri=evaluation)
+            model_uri=trainer.uri, evaluation_uri=evaluation, code_revision=config["code_revision"],
+            train_seconds=seconds)
         baseline_name = f"baseline_trial{config['trial']}"
         if baseline and baseline_name not in rows:
             baseline_model = artifacts[f"Trainer.{baseline_name}"]["Model"]
+            baseline_config, baseline_seconds = _trainer_outputs(baseline_model.uri)
             rows[baseline_name] = ResultRow(
                 component=baseline_name, role="baseline", method="", trial=config["trial"],
-                model=read_json(os.path.join(baseline_model.uri, CONFIG_FILE))["model"],
-                accuracy=baseline[ACCURACY], top5_accuracy=baseline[TOP5], baseline_accuracy=None,
-                blessed=None, model_uri=baseline_model.uri, evaluation_uri=evaluation)
+                model=baseline_config["model"], accuracy=baseline[ACCURACY], top5_accuracy=baseline[TOP5],
+                baseline_accuracy=None, blessed=None, model_uri=baseline_model.uri, evaluation_uri=evaluation,
+                code_revision=baseline_config["code_revision"], train_seconds=baseline_seconds)
     order = {"teacher": 0, "baseline": 1, "student": 2}
     return sorted(rows.values(), key=lambda r: (order[r.role], r.method, r.trial))
 
 
 def format_table(rows: list[ResultRow]) -> str:
     """Markdown table: accuracy of the teacher, the baseline and every student, blessing."""
-    lines = ["| Model | Network | Trial | Top-1 acc. | Top-5 acc. | Gain over baseline | Blessed |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| Model | Network | Trial | Top-1 acc. | Top-5 acc. | Gain over baseline | Blessed | Train (min) |",
+             "|---|---|---|---|---|---|---|---|"]
     for row in rows:
         label = row.method or row.role
         gain = "" if row.gain is None else f"{100 * row.gain:+.2f}"
         blessed = "" if row.blessed is None else ("yes" if row.blessed else "no")
         lines.append(f"| {label} | {row.model} | {row.trial} | {100 * row.accuracy:.2f} | "
-                     f"{100 * row.top5_accuracy:.2f} | {gain} | {blessed} |")
+                     f"{100 * row.top5_accuracy:.2f} | {gain} | {blessed} | {row.train_seconds / 60:.1f} |")
+    revisions = sorted({row.code_revision for row in rows})
+    lines.append(f"\nAccuracies: TFMA on the eval split. Code revision: {', '.join(revisions)}.")
     return "\n".join(lines)

@@ -9,7 +9,7 @@ import pytest
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
-from pipelines import cli, local_runner, presets, results
+from pipelines import cli, local_runner, presets, results, revision
 from pipelines.pipeline import create_pipeline
 from conftest import REPO_ROOT
 
@@ -81,6 +81,17 @@ def test_second_run_hits_the_cache(smoke_run):
     assert cli.main(args) == 0
     states = executions_by_node(paths)
     assert all(sorted(s) == ["CACHED", "COMPLETE"] for s in states.values()), states
+
+
+def test_results_command_reprints_the_table_with_the_code_revision(smoke_run, capsys):
+    args, paths = smoke_run
+    results_args = ["results", *args[args.index("--preset"):]]
+    capsys.readouterr()
+    assert cli.main(results_args) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("| baseline | resnet8 | 1 |") == 1
+    assert f"Code revision: {revision.code_revision()}." in printed
+    assert cli.main(["results", "--preset", "smoke", "--output-dir", str(paths.output_dir / "none")]) == 2
 
 
 def test_structure_follows_methods_and_trials(tmp_path):
