@@ -29,6 +29,14 @@ OFFICIAL_MD5 = "eb9058c3a382ffc7106e4002c42a8d85"
 DATA_DIR_ENV = "KD_CIFAR100_DIR"
 DEFAULT_DATA_DIR = Path("~/.cache/kd-benchmark/cifar-100").expanduser()
 
+# The 20 superclasses in label order, as in the archive's `meta` file (a test checks it).
+COARSE_LABEL_NAMES = (
+    "aquatic_mammals", "fish", "flowers", "food_containers", "fruit_and_vegetables",
+    "household_electrical_devices", "household_furniture", "insects", "large_carnivores",
+    "large_man-made_outdoor_things", "large_natural_outdoor_scenes", "large_omnivores_and_herbivores",
+    "medium_mammals", "non-insect_invertebrates", "people", "reptiles", "small_mammals", "trees",
+    "vehicles_1", "vehicles_2",
+)
 IMAGE_SHAPE = (32, 32, 3)
 NUM_FINE_CLASSES = 100
 NUM_COARSE_CLASSES = 20

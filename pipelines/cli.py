@@ -1,4 +1,4 @@
-"""`kd`: the benchmark's command line (run a preset locally, print its results, list presets)."""
+"""`kd`: the benchmark's command line (run a preset locally, regenerate its report, list presets)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
 from pipelines import presets
 
@@ -19,25 +20,31 @@ def _run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     local_runner.run(preset, paths, args.beam_args or None)
     elapsed = time.perf_counter() - started
-    rows = results.collect(paths.connection_config(), paths.pipeline_name)
+    report = results.leaderboard_dir(results.latest_artifacts(paths.connection_config(), paths.pipeline_name))
     print(f"\nkd: pipeline '{paths.pipeline_name}' finished in {elapsed / 60:.1f} min")
-    print(f"  artifacts: {paths.pipeline_root}")
-    print(f"  metadata:  {paths.metadata_path}")
-    for row in rows:
-        print(f"  {row.component:<24} model {row.model_uri}\n  {'':<24} TFMA  {row.evaluation_uri}")
-    print("\n" + results.format_table(rows))
+    print(f"  artifacts:   {paths.pipeline_root}")
+    print(f"  metadata:    {paths.metadata_path}")
+    print(f"  leaderboard: {report}  (report.html, leaderboard.md/.csv/.json, plots)\n")
+    print(Path(report, "leaderboard.md").read_text())
     return 0
 
 
-def _results(args: argparse.Namespace) -> int:
-    from pipelines import local_runner, results
+def _report(args: argparse.Namespace) -> int:
+    from tfx.orchestration import metadata
 
-    preset = presets.resolve(args.preset, args.overrides)
-    paths = local_runner.local_paths(preset, args.output_dir)
-    if not paths.metadata_path.is_file():
-        print(f"kd: error: no run of preset '{preset.name}' at {paths.metadata_path}", file=sys.stderr)
+    from components.leaderboard import markdown_table
+    from pipelines import results
+
+    root = Path(args.pipeline_root).resolve()
+    metadata_path = Path(args.metadata) if args.metadata else root.parent / "metadata.sqlite"
+    if not metadata_path.is_file():
+        print(f"kd: error: no ML Metadata store at {metadata_path} (give --metadata)", file=sys.stderr)
         return 2
-    print(results.format_table(results.collect(paths.connection_config(), paths.pipeline_name)))
+    artifacts = results.latest_artifacts(metadata.sqlite_metadata_connection_config(str(metadata_path)),
+                                         args.pipeline_name or root.parent.name)
+    output = args.output or str(root.parent / "report")
+    rows = results.regenerate_report(artifacts, output)
+    print(f"kd: report written to {output}/report.html\n\n{markdown_table(rows)}")
     return 0
 
 
@@ -63,11 +70,12 @@ def parser() -> argparse.ArgumentParser:
                      help="Beam pipeline argument for the Beam components (repeatable)")
     run.set_defaults(handler=_run)
 
-    table = commands.add_parser("results", help="print the results table of a finished local run")
-    table.add_argument("--preset", default="quick")
-    table.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    table.add_argument("--output-dir", help="folder given to `kd run` (default ./outputs)")
-    table.set_defaults(handler=_results)
+    report = commands.add_parser("report", help="regenerate the leaderboard and HTML report of a finished run")
+    report.add_argument("pipeline_root", help="the run's pipeline root, e.g. outputs/kd-quick/root")
+    report.add_argument("--metadata", help="ML Metadata SQLite file (default: beside the pipeline root)")
+    report.add_argument("--pipeline-name", help="default: the folder above the pipeline root (kd-<preset>)")
+    report.add_argument("--output", help="folder for the report (default: beside the pipeline root, report/)")
+    report.set_defaults(handler=_report)
 
     show = commands.add_parser("presets", help="list presets, or print one resolved as JSON")
     show.add_argument("name", nargs="?")

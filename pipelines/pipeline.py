@@ -4,6 +4,7 @@
                     -> Trainer.baseline_trial{k}
                     -> Trainer.{method}_trial{k} (base_model = teacher)
                           -> Evaluator.{method}_trial{k} (candidate vs baseline_trial{k})
+    all Trainers and Evaluators -> Leaderboard (tables, plots, HTML report)
 
 One student Trainer and one Evaluator per (method, trial); trial k of every method is
 compared with the baseline student of the same trial (same seed, same data order).
@@ -11,12 +12,15 @@ compared with the baseline student of the same trial (same seed, same data order
 
 from __future__ import annotations
 
+import json
+
 import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
-from tfx.types import BaseChannel
+from tfx.types import BaseChannel, channel_utils
 
 from components.cifar_example_gen import CifarExampleGen
-from pipelines.presets import Preset
+from components.leaderboard import Leaderboard
+from pipelines.presets import Preset, to_dict
 
 RUN_FN = "kd_trainer.run_fn.run_fn"
 LABEL_KEY = "fine_label"
@@ -81,22 +85,26 @@ def create_pipeline(pipeline_name: str, pipeline_root: str, preset: Preset, code
         eval_per_class=data.eval_per_class, seed=data.seed, require_official_sizes=data.require_official_sizes)
     examples = example_gen.outputs["examples"]
     teacher = _trainer(preset, examples, "teacher", trainer_id("teacher"), code_revision)
-    components = [
-        example_gen,
-        teacher,
-        tfx.components.Evaluator(examples=examples, model=teacher.outputs["model"],
-                                 eval_config=eval_config(None)).with_id(evaluator_id("teacher")),
-    ]
+    teacher_evaluator = tfx.components.Evaluator(examples=examples, model=teacher.outputs["model"],
+                                                 eval_config=eval_config(None)).with_id(evaluator_id("teacher"))
+    trainers, evaluators = [teacher], [teacher_evaluator]
     for trial in range(1, preset.trials + 1):
         baseline = _trainer(preset, examples, "baseline", trainer_id("baseline", trial), code_revision, trial)
-        components.append(baseline)
+        trainers.append(baseline)
         for method in preset.methods:
             student = _trainer(preset, examples, "student", trainer_id(method, trial), code_revision, trial,
                                method=method, teacher_model=teacher.outputs["model"])
-            evaluator = tfx.components.Evaluator(
+            evaluators.append(tfx.components.Evaluator(
                 examples=examples, model=student.outputs["model"], baseline_model=baseline.outputs["model"],
-                eval_config=eval_config(preset.blessing_margin)).with_id(evaluator_id(method, trial))
-            components += [student, evaluator]
+                eval_config=eval_config(preset.blessing_margin)).with_id(evaluator_id(method, trial)))
+            trainers.append(student)
+    leaderboard = Leaderboard(
+        models=channel_utils.union([t.outputs["model"] for t in trainers]),
+        evaluations=channel_utils.union([e.outputs["evaluation"] for e in evaluators]),
+        blessings=channel_utils.union([e.outputs["blessing"] for e in evaluators]),
+        configuration=json.dumps(to_dict(preset), sort_keys=True),
+        title=f"KD benchmark, preset '{preset.name}'")
+    components = [example_gen, *trainers, *evaluators, leaderboard]
     return tfx.dsl.Pipeline(
         pipeline_name=pipeline_name,
         pipeline_root=pipeline_root,

@@ -2,14 +2,16 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
 import pytest
+import tensorflow_model_analysis as tfma
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
-from pipelines import cli, local_runner, presets, results, revision
+from pipelines import cli, local_runner, presets, results
 from pipelines.pipeline import create_pipeline
 from conftest import REPO_ROOT
 
@@ -44,7 +46,7 @@ def test_first_run_completes_every_component(smoke_run, capsys):
     args, paths = smoke_run
     assert cli.main(args) == 0
     states = executions_by_node(paths)
-    assert set(states) == {"CifarExampleGen", *TRAINERS, *EVALUATORS}
+    assert set(states) == {"CifarExampleGen", *TRAINERS, *EVALUATORS, "Leaderboard"}
     assert all(s == ["COMPLETE"] for s in states.values()), states
 
     artifacts = results.latest_artifacts(paths.connection_config(), paths.pipeline_name)
@@ -60,20 +62,42 @@ def test_first_run_completes_every_component(smoke_run, capsys):
         blessing = artifacts[f"Evaluator.{method}_trial1"]["ModelBlessing"]
         assert blessing.custom_properties["blessed"].int_value in (0, 1)
 
-    rows = {row.component: row for row in results.collect(paths.connection_config(), paths.pipeline_name)}
-    assert set(rows) == {"teacher", "baseline_trial1", *(f"{m}_trial1" for m in METHODS)}
-    for method in METHODS:
-        student = rows[f"{method}_trial1"]
-        assert student.baseline_accuracy == rows["baseline_trial1"].accuracy
-        assert 0 <= student.accuracy <= 1
-        assert student.blessed == (student.accuracy >= student.baseline_accuracy), method
-        # TFMA counted the whole (tiny) eval split.
-        assert results.overall_metrics(student.evaluation_uri, "candidate")["example_count"] == 200
+    report = results.leaderboard_dir(artifacts)
+    for name in ("leaderboard.md", "leaderboard.csv", "leaderboard.json", "report.html", "val_accuracy.png",
+                 "gains.png", "superclass_gains.png"):
+        assert os.path.getsize(os.path.join(report, name)) > 0, name
+    board = json.load(open(os.path.join(report, "leaderboard.json")))
+    assert [row["label"] for row in board["rows"]][:2] == ["Teacher", "Student (baseline)"]
+    assert {row["label"] for row in board["rows"]} == {"Teacher", "Student (baseline)", *METHODS}
+    assert all(row["trials"] == 1 for row in board["rows"])
+    assert board["configuration"]["name"] == "smoke"
+    baseline_top1 = next(r["top1"] for r in board["models"] if r["role"] == "baseline")
+    for record in board["models"]:
+        component = record["model_uri"].split(os.sep)[-3]
+        history = json.load(open(os.path.join(record["model_uri"], "history.json")))
+        main = [h["val_accuracy"] for h in history if h["stage"] == "main"]
+        assert (record["last"], record["best"]) == (main[-1], max(main)), component
+        # Accuracies are TFMA's, read independently here.
+        evaluation = artifacts[component.replace("Trainer.", "Evaluator.")]["ModelEvaluation"].uri \
+            if record["role"] != "baseline" else record["evaluation_uri"]
+        model_name = {"teacher": None, "baseline": "baseline", "student": "candidate"}[record["role"]]
+        tfma_result = tfma.load_eval_result(evaluation, model_name=model_name)
+        overall = next(m for key, m in tfma_result.slicing_metrics if key == ())
+        assert record["top1"] == overall[""][""]["sparse_categorical_accuracy"]["doubleValue"], component
+        assert overall[""][""]["example_count"]["doubleValue"] == 200
+        assert len(record["superclass_top1"]) == 20
+        if record["role"] == "student":
+            blessing = artifacts[component.replace("Trainer.", "Evaluator.")]["ModelBlessing"]
+            assert record["blessed"] == (blessing.custom_properties["blessed"].int_value == 1)
+            assert record["blessed"] == (record["top1"] >= baseline_top1), component
+    page = open(os.path.join(report, "report.html")).read()
+    assert page.count("data:image/png;base64,") == 3
+    assert not re.search(r"""(src|href)\s*=\s*["'](?!data:)""", page), "the report references a remote resource"
+    assert "<script" not in page
 
     printed = capsys.readouterr().out
-    assert str(paths.pipeline_root) in printed
-    assert "| teacher | resnet14 | 1 |" in printed
-    assert all(f"| {m} | resnet8 | 1 |" in printed for m in METHODS)
+    assert str(paths.pipeline_root) in printed and report in printed
+    assert "| Teacher | 1 |" in printed and all(f"| {m} | 1 |" in printed for m in METHODS)
 
 
 def test_second_run_hits_the_cache(smoke_run):
@@ -83,15 +107,16 @@ def test_second_run_hits_the_cache(smoke_run):
     assert all(sorted(s) == ["CACHED", "COMPLETE"] for s in states.values()), states
 
 
-def test_results_command_reprints_the_table_with_the_code_revision(smoke_run, capsys):
-    args, paths = smoke_run
-    results_args = ["results", *args[args.index("--preset"):]]
+def test_report_command_regenerates_the_leaderboard(smoke_run, capsys, tmp_path):
+    _, paths = smoke_run
+    output = tmp_path / "report"
     capsys.readouterr()
-    assert cli.main(results_args) == 0
-    printed = capsys.readouterr().out
-    assert printed.count("| baseline | resnet8 | 1 |") == 1
-    assert f"Code revision: {revision.code_revision()}." in printed
-    assert cli.main(["results", "--preset", "smoke", "--output-dir", str(paths.output_dir / "none")]) == 2
+    assert cli.main(["report", str(paths.pipeline_root), "--output", str(output)]) == 0
+    assert "| Student (baseline) | 1 |" in capsys.readouterr().out
+    original = results.leaderboard_dir(results.latest_artifacts(paths.connection_config(), paths.pipeline_name))
+    assert json.load(open(output / "leaderboard.json")) == json.load(open(os.path.join(original, "leaderboard.json")))
+    assert (output / "report.html").stat().st_size > 0
+    assert cli.main(["report", str(tmp_path / "missing" / "root")]) == 2
 
 
 def test_structure_follows_methods_and_trials(tmp_path):
@@ -103,7 +128,7 @@ def test_structure_follows_methods_and_trials(tmp_path):
         assert {f"Trainer.baseline_trial{trial}", f"Trainer.soft_logits_trial{trial}",
                 f"Evaluator.soft_logits_trial{trial}", f"Trainer.fitnet_trial{trial}",
                 f"Evaluator.fitnet_trial{trial}"} <= set(ids)
-    assert len(ids) == 3 + 3 * (1 + 2 * 2)
+    assert len(ids) == 3 + 3 * (1 + 2 * 2) + 1 and ids[-1] == "Leaderboard"
     evaluator = next(c for c in pipeline.components if c.id == "Evaluator.soft_logits_trial2")
     assert evaluator.inputs["baseline_model"].producer_component_id == "Trainer.baseline_trial2"
     assert evaluator.inputs["model"].producer_component_id == "Trainer.soft_logits_trial2"

@@ -1,0 +1,314 @@
+"""Leaderboard: the benchmark's results from the pipeline's own artifacts.
+
+Inputs are every Trainer's Model (for history.json and trainer_config.json) and every
+Evaluator's ModelEvaluation and ModelBlessing. Each evaluation names the models it scored
+(TFMA's model_locations), which ties it to its Trainer. Output folder:
+
+    leaderboard.md / .csv   one row per method plus Teacher and Student (baseline)
+    leaderboard.json        every number, per model and aggregated
+    val_accuracy.png        validation accuracy per epoch, mean over trials with a +-std band
+    gains.png               top-1 gain over the baseline per method (+-std over trials)
+    superclass_gains.png    superclass x method heatmap of top-1 gains
+    report.html             all of the above in one self-contained page (no remote resources)
+
+Last / Best follow the seed: the validation accuracy after the final epoch and the
+maximum over the main stage's epochs, each as mean +- std over trials.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import json
+import os
+import statistics
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+import tensorflow_model_analysis as tfma  # noqa: E402
+from tensorflow_model_analysis.writers import eval_config_writer  # noqa: E402
+from tfx import types  # noqa: E402
+from tfx.dsl.components.base import base_component, base_executor, executor_spec  # noqa: E402
+from tfx.types import standard_artifacts  # noqa: E402
+from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter  # noqa: E402
+
+from components.cifar100 import COARSE_LABEL_NAMES  # noqa: E402
+
+ACCURACY = "sparse_categorical_accuracy"
+TOP5 = "sparse_top_k_categorical_accuracy"
+CROSS_ENTROPY = "sparse_categorical_crossentropy"
+SLICE_FEATURE = "coarse_label"
+TEACHER, BASELINE = "Teacher", "Student (baseline)"
+
+
+class LeaderboardArtifact(types.Artifact):
+    """A folder with the leaderboard tables, plots and HTML report."""
+
+    TYPE_NAME = "KDLeaderboard"
+
+
+def _read_json(path: str) -> Any:
+    with tf.io.gfile.GFile(path) as f:
+        return json.load(f)
+
+
+def _model_dir(serving_dir: str) -> str:
+    return os.path.dirname(serving_dir.rstrip("/"))
+
+
+def _sliced_accuracies(evaluation_uri: str, model_name: str | None) -> tuple[dict[str, float], dict[int, float]]:
+    """(overall metrics, {superclass: top-1 accuracy}) of one model in one evaluation."""
+    result = tfma.load_eval_result(evaluation_uri, model_name=model_name)
+    overall, superclasses = {}, {}
+    for slice_key, metrics in result.slicing_metrics:
+        values = {k: v["doubleValue"] for k, v in metrics[""][""].items() if "doubleValue" in v}
+        if slice_key == ():
+            overall = values
+        elif len(slice_key) == 1 and slice_key[0][0] == SLICE_FEATURE:
+            superclasses[int(slice_key[0][1])] = values[ACCURACY]
+    return overall, superclasses
+
+
+def _trained_record(model_uri: str) -> dict[str, Any]:
+    config = _read_json(os.path.join(model_uri, "trainer_config.json"))
+    history = _read_json(os.path.join(model_uri, "history.json"))
+    main = [epoch for epoch in history if epoch.get("stage", "main") == "main"]
+    curve = [epoch["val_accuracy"] for epoch in main]
+    return {
+        "role": config["role"], "method": config["method"], "trial": config["trial"], "network": config["model"],
+        "parameters": config["num_weights_without_bn"], "code_revision": config["code_revision"],
+        "config": config, "last": curve[-1], "best": max(curve), "val_accuracy_curve": curve,
+        "train_seconds": sum(epoch["epoch_seconds"] for epoch in history),
+    }
+
+
+def collect_records(evaluation_uris: list[str], blessings: dict[str, bool], model_uris: list[str]) -> list[dict]:
+    """One record per evaluated model (teacher, each trial's baseline, every student).
+
+    `blessings` maps a candidate model's uri to its blessing.
+    """
+    known_models = {uri.rstrip("/") for uri in model_uris}
+    records: dict[str, dict] = {}
+    for evaluation in sorted(evaluation_uris):  # a baseline is read from the same evaluation every time
+        locations = eval_config_writer.load_eval_run(evaluation)[3]
+        for name, serving_dir in locations.items():
+            model_uri = _model_dir(serving_dir)
+            if model_uri not in known_models:
+                raise ValueError(f"{evaluation}: evaluated model {model_uri} is not among the Leaderboard's inputs")
+            if model_uri in records:
+                continue
+            overall, superclasses = _sliced_accuracies(evaluation, name or None)
+            record = _trained_record(model_uri)
+            record.update(model_uri=model_uri, evaluation_uri=evaluation, top1=overall[ACCURACY], top5=overall[TOP5],
+                          cross_entropy=overall[CROSS_ENTROPY], superclass_top1=superclasses)
+            if record["role"] == "student":
+                record["blessed"] = blessings[model_uri]
+            records[model_uri] = record
+    baselines = {r["trial"]: r for r in records.values() if r["role"] == "baseline"}
+    for record in records.values():
+        if record["role"] == "student":
+            baseline = baselines[record["trial"]]
+            record["gain"] = record["top1"] - baseline["top1"]
+            record["superclass_gain"] = {k: v - baseline["superclass_top1"][k]
+                                         for k, v in record["superclass_top1"].items()}
+    return sorted(records.values(), key=lambda r: (r["role"] != "teacher", r["role"] != "baseline",
+                                                   r["method"], r["trial"]))
+
+
+def _label(record: dict) -> str:
+    return {"teacher": TEACHER, "baseline": BASELINE}.get(record["role"], record["method"])
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def aggregate(records: list[dict]) -> list[dict]:
+    """One row per label (Teacher, Student (baseline), each method), means and stds over trials."""
+    groups: dict[str, list[dict]] = {}
+    for record in records:
+        groups.setdefault(_label(record), []).append(record)
+    rows = []
+    for label, members in groups.items():
+        row: dict[str, Any] = {"label": label, "trials": len(members), "network": members[0]["network"],
+                               "parameters": members[0]["parameters"]}
+        for key in ("last", "best", "top1", "top5", "cross_entropy", "train_seconds"):
+            row[key], row[f"{key}_std"] = _mean_std([m[key] for m in members])
+        if "gain" in members[0]:
+            row["gain"], row["gain_std"] = _mean_std([m["gain"] for m in members])
+            row["blessed"] = sum(m["blessed"] for m in members)
+        rows.append(row)
+    return rows
+
+
+def _pm(row: dict, key: str, scale: float = 100.0, signed: bool = False) -> str:
+    sign = "+" if signed else ""
+    return f"{scale * row[key]:{sign}.2f} +- {scale * row[f'{key}_std']:.2f}"
+
+
+TABLE_COLUMNS = ["Method", "Trials", "Last acc.", "Best acc.", "Top-1 (TFMA)", "Gain", "Top-5", "Cross-entropy",
+                 "Blessed", "Network", "Parameters", "Train (min)"]
+
+
+def table_cells(row: dict) -> list[str]:
+    return [row["label"], str(row["trials"]), _pm(row, "last"), _pm(row, "best"), _pm(row, "top1"),
+            _pm(row, "gain", signed=True) if "gain" in row else "", _pm(row, "top5"),
+            _pm(row, "cross_entropy", scale=1.0), f"{row['blessed']}/{row['trials']}" if "gain" in row else "",
+            row["network"], f"{row['parameters']:,}", f"{row['train_seconds'] / 60:.1f}"]
+
+
+def markdown_table(rows: list[dict]) -> str:
+    lines = ["| " + " | ".join(TABLE_COLUMNS) + " |", "|" + "---|" * len(TABLE_COLUMNS)]
+    lines += ["| " + " | ".join(table_cells(row)) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _png(figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def plot_curves(records: list[dict]) -> bytes:
+    figure, axes = plt.subplots(figsize=(8, 5))
+    groups: dict[str, list[list[float]]] = {}
+    for record in records:
+        groups.setdefault(_label(record), []).append(record["val_accuracy_curve"])
+    for label, curves in groups.items():
+        length = min(len(c) for c in curves)
+        values = 100 * np.array([c[:length] for c in curves])
+        epochs = np.arange(1, length + 1)
+        mean, std = values.mean(axis=0), values.std(axis=0)
+        axes.plot(epochs, mean, label=label, linewidth=2.2 if label in (TEACHER, BASELINE) else 1.4)
+        axes.fill_between(epochs, mean - std, mean + std, alpha=0.15)
+    axes.set(xlabel="epoch (main stage)", ylabel="validation top-1 accuracy (%)",
+             title="Validation accuracy per epoch (mean +- std over trials)")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8, ncol=2)
+    return _png(figure)
+
+
+def plot_gains(rows: list[dict]) -> bytes:
+    students = [row for row in rows if "gain" in row]
+    figure, axes = plt.subplots(figsize=(8, 4))
+    gains = [100 * row["gain"] for row in students]
+    axes.bar([row["label"] for row in students], gains, yerr=[100 * row["gain_std"] for row in students],
+             color=["tab:green" if g >= 0 else "tab:red" for g in gains], capsize=4)
+    axes.axhline(0, color="black", linewidth=0.8)
+    axes.set(ylabel="top-1 gain over baseline (points)", title="Gain over the undistilled student")
+    axes.tick_params(axis="x", rotation=30)
+    return _png(figure)
+
+
+def plot_superclass_gains(records: list[dict]) -> bytes:
+    methods = sorted({r["method"] for r in records if r["role"] == "student"})
+    matrix = np.array([[100 * statistics.fmean(r["superclass_gain"].get(k, np.nan) for r in records
+                                               if r["role"] == "student" and r["method"] == method)
+                        for method in methods] for k in range(len(COARSE_LABEL_NAMES))])
+    limit = max(np.nanmax(np.abs(matrix)), 1e-9)
+    figure, axes = plt.subplots(figsize=(1.0 + 0.9 * len(methods), 7))
+    image = axes.imshow(matrix, cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto")
+    axes.set_xticks(range(len(methods)), methods, rotation=40, ha="right")
+    axes.set_yticks(range(len(COARSE_LABEL_NAMES)), COARSE_LABEL_NAMES, fontsize=8)
+    figure.colorbar(image, ax=axes, label="top-1 gain over baseline (points)")
+    axes.set_title("Gain per superclass")
+    return _png(figure)
+
+
+def html_report(title: str, rows: list[dict], plots: dict[str, bytes], configuration: dict, revisions: list[str]
+                ) -> str:
+    """One page, no external resources: inline CSS, plots as data URIs."""
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in TABLE_COLUMNS)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in table_cells(row)) + "</tr>"
+                   for row in rows)
+    images = "".join(f'<figure><img alt="{html.escape(name)}" src="data:image/png;base64,'
+                     f'{base64.b64encode(data).decode()}"></figure>' for name, data in plots.items())
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>body{{font-family:sans-serif;margin:2em;max-width:75em}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:right}}td:first-child{{text-align:left}}
+img{{max-width:100%}}pre{{background:#f4f4f4;padding:1em;overflow:auto}}</style></head>
+<body><h1>{html.escape(title)}</h1>
+<p>Code revision: <code>{html.escape(", ".join(revisions))}</code>. Last / Best: validation top-1
+accuracy after the final epoch / maximum over the main stage's epochs; mean +- std over trials.
+Top-1, top-5 and cross-entropy: TFMA on the eval split. Gain: top-1 minus the baseline student's
+(same trial).</p>
+<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
+{images}
+<h2>Configuration</h2><pre>{html.escape(json.dumps(configuration, indent=2, sort_keys=True))}</pre>
+</body></html>
+"""
+
+
+def write_report(output_dir: str, records: list[dict], configuration: dict, title: str) -> list[dict]:
+    """Writes every leaderboard file into output_dir; returns the aggregated rows."""
+    rows = aggregate(records)
+    revisions = sorted({r["code_revision"] for r in records})
+    plots = {"val_accuracy.png": plot_curves(records), "gains.png": plot_gains(rows),
+             "superclass_gains.png": plot_superclass_gains(records)}
+    tf.io.gfile.makedirs(output_dir)
+    files = {
+        "leaderboard.md": f"# {title}\n\nCode revision: {', '.join(revisions)}\n\n{markdown_table(rows)}\n",
+        "leaderboard.json": json.dumps({"title": title, "code_revisions": revisions, "configuration": configuration,
+                                        "rows": rows, "models": records}, indent=2, sort_keys=True),
+        "report.html": html_report(title, rows, plots, configuration, revisions),
+    }
+    csv_buffer = io.StringIO()
+    writer = csv.writer(csv_buffer)
+    writer.writerow(TABLE_COLUMNS)
+    writer.writerows(table_cells(row) for row in rows)
+    files["leaderboard.csv"] = csv_buffer.getvalue()
+    for name, text in files.items():
+        with tf.io.gfile.GFile(os.path.join(output_dir, name), "w") as f:
+            f.write(text)
+    for name, data in plots.items():
+        with tf.io.gfile.GFile(os.path.join(output_dir, name), "wb") as f:
+            f.write(data)
+    return rows
+
+
+class LeaderboardSpec(ComponentSpec):
+    PARAMETERS = {"configuration": ExecutionParameter(type=str), "title": ExecutionParameter(type=str)}
+    INPUTS = {
+        "models": ChannelParameter(type=standard_artifacts.Model),
+        "evaluations": ChannelParameter(type=standard_artifacts.ModelEvaluation),
+        "blessings": ChannelParameter(type=standard_artifacts.ModelBlessing),
+    }
+    OUTPUTS = {"leaderboard": ChannelParameter(type=LeaderboardArtifact)}
+
+
+class Executor(base_executor.BaseExecutor):
+    def Do(self, input_dict, output_dict, exec_properties) -> None:
+        blessings = {b.get_string_custom_property("current_model").rstrip("/"):
+                     bool(b.get_int_custom_property("blessed")) for b in input_dict["blessings"]}
+        records = collect_records([e.uri for e in input_dict["evaluations"]], blessings,
+                                  [m.uri for m in input_dict["models"]])
+        output = output_dict["leaderboard"][0]
+        write_report(output.uri, records, json.loads(exec_properties["configuration"]), exec_properties["title"])
+
+
+class Leaderboard(base_component.BaseComponent):
+    """Aggregates every Trainer and Evaluator of the run into tables, plots and a report.
+
+    Args:
+      models / evaluations / blessings: union channels of all Trainers' and Evaluators' outputs.
+      configuration: JSON of the preset that produced the run (shown in the report).
+      title: report title.
+    """
+
+    SPEC_CLASS = LeaderboardSpec
+    EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(Executor)
+
+    def __init__(self, models: types.BaseChannel, evaluations: types.BaseChannel, blessings: types.BaseChannel,
+                 configuration: str, title: str):
+        super().__init__(LeaderboardSpec(models=models, evaluations=evaluations, blessings=blessings,
+                                         configuration=configuration, title=title,
+                                         leaderboard=types.Channel(type=LeaderboardArtifact)))

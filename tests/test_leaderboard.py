@@ -1,0 +1,55 @@
+"""Leaderboard aggregation over trials, on synthetic per-model records."""
+
+import numpy as np
+import pytest
+
+from components import leaderboard
+
+
+def record(role, method, trial, top1, curve, gain=None, blessed=None):
+    result = {"role": role, "method": method, "trial": trial, "network": "resnet8", "parameters": 83220,
+              "code_revision": "abc", "last": curve[-1], "best": max(curve), "val_accuracy_curve": curve,
+              "train_seconds": 60.0 * trial, "top1": top1, "top5": top1 + 0.2, "cross_entropy": 3.0 - top1,
+              "superclass_top1": {k: top1 for k in range(20)}}
+    if gain is not None:
+        result.update(gain=gain, blessed=blessed, superclass_gain={k: gain for k in range(20)})
+    return result
+
+
+RECORDS = [
+    record("teacher", "", 1, 0.40, [0.30, 0.41, 0.40]),
+    record("baseline", "", 1, 0.20, [0.10, 0.21]),
+    record("baseline", "", 2, 0.22, [0.12, 0.22]),
+    record("student", "at", 1, 0.25, [0.15, 0.26], gain=0.05, blessed=True),
+    record("student", "at", 2, 0.21, [0.11, 0.20], gain=-0.01, blessed=False),
+]
+
+
+def test_rows_average_over_trials():
+    rows = {row["label"]: row for row in leaderboard.aggregate(RECORDS)}
+    assert list(rows) == ["Teacher", "Student (baseline)", "at"]
+    at = rows["at"]
+    assert at["trials"] == 2 and at["blessed"] == 1
+    assert at["last"] == pytest.approx(0.23) and at["last_std"] == pytest.approx(np.std([0.26, 0.20], ddof=1))
+    assert at["best"] == pytest.approx(0.23) and at["gain"] == pytest.approx(0.02)
+    assert at["train_seconds"] == pytest.approx(90.0)
+    assert rows["Teacher"]["best"] == 0.41 and rows["Teacher"]["last"] == 0.40 and rows["Teacher"]["last_std"] == 0
+    assert "gain" not in rows["Student (baseline)"]
+
+
+def test_markdown_table_has_a_row_per_label():
+    table = leaderboard.markdown_table(leaderboard.aggregate(RECORDS))
+    lines = table.splitlines()
+    assert len(lines) == 2 + 3
+    assert lines[4].startswith("| at | 2 | 23.00 +- 4.24 | 23.00 +- 4.24 | 23.00 +- 2.83 | +2.00 +- 4.24 |")
+    assert "| 1/2 |" in lines[4]
+
+
+def test_report_files_are_written(tmp_path):
+    rows = leaderboard.write_report(str(tmp_path), RECORDS, {"name": "unit"}, "Unit report")
+    assert len(rows) == 3
+    for name in ("leaderboard.md", "leaderboard.csv", "leaderboard.json", "report.html", "val_accuracy.png",
+                 "gains.png", "superclass_gains.png"):
+        assert (tmp_path / name).stat().st_size > 0
+    assert (tmp_path / "val_accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "Code revision: abc" in (tmp_path / "leaderboard.md").read_text()
