@@ -48,7 +48,8 @@ def leaderboard_dir(artifacts: dict[str, dict[str, metadata_store_pb2.Artifact]]
 
 
 def regenerate_report(artifacts: dict[str, dict[str, metadata_store_pb2.Artifact]], output_dir: str) -> list[dict]:
-    """Rebuilds the leaderboard files from the run's Trainer and Evaluator artifacts."""
+    """Rebuilds the leaderboard files from the run's Trainer and Evaluator artifacts, with the
+    configuration recorded by its Leaderboard (or, for older runs, by its Trainers)."""
     evaluations, blessings, models = [], {}, []
     for component, outputs in artifacts.items():
         if component.startswith("Trainer.") and "Model" in outputs:
@@ -58,7 +59,12 @@ def regenerate_report(artifacts: dict[str, dict[str, metadata_store_pb2.Artifact
             blessing = outputs["ModelBlessing"]
             blessings[blessing.custom_properties["current_model"].string_value.rstrip("/")] = \
                 blessing.custom_properties["blessed"].int_value == 1
-    with tf.io.gfile.GFile(os.path.join(leaderboard_dir(artifacts), "leaderboard.json")) as f:
-        previous = json.load(f)
     records = leaderboard.collect_records(evaluations, blessings, models)
-    return leaderboard.write_report(output_dir, records, previous["configuration"], previous["title"])
+    if "Leaderboard" in artifacts:
+        with tf.io.gfile.GFile(os.path.join(leaderboard_dir(artifacts), "leaderboard.json")) as f:
+            previous = json.load(f)
+        configuration, title = previous["configuration"], previous["title"]
+    else:  # a run from before the Leaderboard component: each Trainer's own configuration
+        configuration = {"trainers": {r["model_uri"].split(os.sep)[-3]: r["config"] for r in records}}
+        title = "KD benchmark report"
+    return leaderboard.write_report(output_dir, records, configuration, title)
