@@ -117,6 +117,13 @@ def test_report_command_regenerates_the_leaderboard(smoke_run, capsys, tmp_path)
     assert json.load(open(output / "leaderboard.json")) == json.load(open(os.path.join(original, "leaderboard.json")))
     assert (output / "report.html").stat().st_size > 0
     assert cli.main(["report", str(tmp_path / "missing" / "root")]) == 2
+    # A run from before the Leaderboard component: the Trainers' configurations stand in.
+    artifacts = results.latest_artifacts(paths.connection_config(), paths.pipeline_name)
+    del artifacts["Leaderboard"]
+    rows = results.regenerate_report(artifacts, str(tmp_path / "older"))
+    assert len(rows) == 2 + len(METHODS)
+    older = json.load(open(tmp_path / "older" / "leaderboard.json"))
+    assert set(older["configuration"]["trainers"]) == set(TRAINERS)
 
 
 def test_structure_follows_methods_and_trials(tmp_path):
