@@ -7,10 +7,11 @@ Outputs in the Model artifact: `Format-Serving/` (the SavedModel, see export.py)
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
-from typing import Any
+from typing import Any, Iterator
 
 import tensorflow as tf
 import tf_keras as keras
@@ -18,7 +19,7 @@ import tf_keras as keras
 from kd_trainer import data, export, methods, models
 from kd_trainer.config import TrainerConfig
 from kd_trainer.distiller import Distiller
-from kd_trainer.methods.base import MAIN_STAGE
+from kd_trainer.methods.base import INPUT_GRADIENT, MAIN_STAGE
 
 HISTORY_FILE = "history.json"
 CONFIG_FILE = "trainer_config.json"
@@ -58,6 +59,28 @@ def stage_schedule(config: TrainerConfig, stage: str, steps_per_epoch: int
     return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
 
 
+@contextlib.contextmanager
+def _graph_options_for(method) -> Iterator[None]:
+    """Turns off Grappler's arithmetic optimizer while a method differentiates input gradients.
+
+    In the quick preset, the Jacobian student's double-backprop graph failed in its 2nd epoch
+    with `AlreadyExistsError: Resource __per_step_0/AddN_35/tmp_var` (the optimizer's AddN
+    rewrite racing on a temporary variable; tensorflow/tensorflow#23780). Unverified
+    mitigation: the option is restored afterwards, so other Trainers in the process keep
+    the default graph optimizations.
+    """
+    if method is None or INPUT_GRADIENT not in method.student_taps:
+        yield
+        return
+    previous = tf.config.optimizer.get_experimental_options()
+    tf.config.optimizer.set_experimental_options({"arithmetic_optimization": False})
+    try:
+        yield
+    finally:
+        tf.config.optimizer.set_experimental_options(
+            {"arithmetic_optimization": previous.get("arithmetic_optimization", True)})
+
+
 def _optimizer(config: TrainerConfig, schedule) -> keras.optimizers.Optimizer:
     return keras.optimizers.SGD(schedule, momentum=config.momentum, nesterov=True)
 
@@ -93,19 +116,20 @@ def train(config: TrainerConfig, train_files: list[str], eval_files: list[str], 
         callbacks.append(keras.callbacks.TensorBoard(log_dir=log_dir, update_freq="epoch"))
     stages = method.stage_epochs(config.epochs) if method is not None else {MAIN_STAGE: config.epochs}
     done = 0
-    for stage, epochs in stages.items():
-        if epochs == 0:
-            continue
-        schedule = stage_schedule(config, stage, steps_per_epoch)
-        # A fresh optimizer per stage (as the seed); compile retraces train_step for the stage.
-        distiller.stage = recorder.stage = stage
-        recorder.schedule = schedule
-        distiller.compile(optimizer=_optimizer(config, schedule),
-                          peer_optimizer=_optimizer(config, stage_schedule(config, stage, steps_per_epoch))
-                          if peer is not None else None)
-        distiller.fit(train_batches, initial_epoch=done, epochs=done + epochs, validation_data=eval_batches,
-                      callbacks=callbacks, verbose=2)
-        done += epochs
+    with _graph_options_for(method):
+        for stage, epochs in stages.items():
+            if epochs == 0:
+                continue
+            schedule = stage_schedule(config, stage, steps_per_epoch)
+            # A fresh optimizer per stage (as the seed); compile retraces train_step for the stage.
+            distiller.stage = recorder.stage = stage
+            recorder.schedule = schedule
+            distiller.compile(optimizer=_optimizer(config, schedule),
+                              peer_optimizer=_optimizer(config, stage_schedule(config, stage, steps_per_epoch))
+                              if peer is not None else None)
+            distiller.fit(train_batches, initial_epoch=done, epochs=done + epochs, validation_data=eval_batches,
+                          callbacks=callbacks, verbose=2)
+            done += epochs
     return student, recorder.epochs
 
 
