@@ -128,3 +128,16 @@ def test_methods_declare_consistent_stages():
         assert list(stages)[-1] == MAIN_STAGE and stages[MAIN_STAGE] == 7
         if INIT_STAGE in stages:
             assert stages[INIT_STAGE] == 3
+
+
+def test_arithmetic_optimizer_is_off_only_while_input_gradients_train():
+    from kd_trainer.run_fn import _graph_options_for
+
+    def arithmetic():
+        return tf.config.optimizer.get_experimental_options().get("arithmetic_optimization", True)
+
+    with _graph_options_for(methods.create("jacobian")):
+        assert arithmetic() is False
+    assert arithmetic() is True
+    with _graph_options_for(methods.create("at")):
+        assert arithmetic() is True
