@@ -44,6 +44,7 @@ from components.cifar100 import COARSE_LABEL_NAMES  # noqa: E402
 ACCURACY = "sparse_categorical_accuracy"
 TOP5 = "sparse_top_k_categorical_accuracy"
 CROSS_ENTROPY = "sparse_categorical_crossentropy"
+CALIBRATION_ERROR = "expected_calibration_error"
 SLICE_FEATURE = "coarse_label"
 TEACHER, BASELINE = "Teacher", "Student (baseline)"
 
@@ -107,7 +108,8 @@ def collect_records(evaluation_uris: list[str], blessings: dict[str, bool], mode
             overall, superclasses = _sliced_accuracies(evaluation, name or None)
             record = _trained_record(model_uri)
             record.update(model_uri=model_uri, evaluation_uri=evaluation, top1=overall[ACCURACY], top5=overall[TOP5],
-                          cross_entropy=overall[CROSS_ENTROPY], superclass_top1=superclasses)
+                          cross_entropy=overall[CROSS_ENTROPY], ece=overall[CALIBRATION_ERROR],
+                          superclass_top1=superclasses)
             if record["role"] == "student":
                 record["blessed"] = blessings[model_uri]
             records[model_uri] = record
@@ -139,7 +141,7 @@ def aggregate(records: list[dict]) -> list[dict]:
     for label, members in groups.items():
         row: dict[str, Any] = {"label": label, "trials": len(members), "network": members[0]["network"],
                                "parameters": members[0]["parameters"]}
-        for key in ("last", "best", "top1", "top5", "cross_entropy", "train_seconds"):
+        for key in ("last", "best", "top1", "top5", "cross_entropy", "ece", "train_seconds"):
             row[key], row[f"{key}_std"] = _mean_std([m[key] for m in members])
         if "gain" in members[0]:
             row["gain"], row["gain_std"] = _mean_std([m["gain"] for m in members])
@@ -154,13 +156,13 @@ def _pm(row: dict, key: str, scale: float = 100.0, signed: bool = False) -> str:
 
 
 TABLE_COLUMNS = ["Method", "Trials", "Last acc.", "Best acc.", "Top-1 (TFMA)", "Gain", "Top-5", "Cross-entropy",
-                 "Blessed", "Network", "Parameters", "Train (min)"]
+                 "ECE (%)", "Blessed", "Network", "Parameters", "Train (min)"]
 
 
 def table_cells(row: dict) -> list[str]:
     return [row["label"], str(row["trials"]), _pm(row, "last"), _pm(row, "best"), _pm(row, "top1"),
             _pm(row, "gain", signed=True) if "gain" in row else "", _pm(row, "top5"),
-            _pm(row, "cross_entropy", scale=1.0), f"{row['blessed']}/{row['trials']}" if "gain" in row else "",
+            _pm(row, "cross_entropy", scale=1.0), _pm(row, "ece"), f"{row['blessed']}/{row['trials']}" if "gain" in row else "",
             row["network"], f"{row['parameters']:,}", f"{row['train_seconds'] / 60:.1f}"]
 
 

@@ -26,6 +26,7 @@ RUN_FN = "kd_trainer.run_fn.run_fn"
 LABEL_KEY = "fine_label"
 PREDICTION_KEY = "probabilities"
 SLICE_FEATURE = "coarse_label"
+ECE_MODULE, ECE_BINS = "kd_trainer.metrics", 15
 
 
 def trainer_id(name: str, trial: int | None = None) -> str:
@@ -37,7 +38,7 @@ def evaluator_id(name: str, trial: int | None = None) -> str:
 
 
 def eval_config(blessing_margin: float | None) -> tfma.EvalConfig:
-    """Top-1/top-5 accuracy and cross-entropy, overall and per superclass.
+    """Top-1/top-5 accuracy, cross-entropy and calibration error (ECE), overall and per superclass.
 
     With `blessing_margin`, the candidate is compared with a baseline and blessed when its
     accuracy on the whole test set is at least the baseline's minus the margin; without,
@@ -59,6 +60,8 @@ def eval_config(blessing_margin: float | None) -> tfma.EvalConfig:
         tfma.MetricConfig(class_name="SparseCategoricalAccuracy", per_slice_thresholds=accuracy_thresholds),
         tfma.MetricConfig(class_name="SparseTopKCategoricalAccuracy", config='{"k": 5}'),
         tfma.MetricConfig(class_name="SparseCategoricalCrossentropy"),
+        tfma.MetricConfig(class_name="ExpectedCalibrationError", module=ECE_MODULE,
+                          config=json.dumps({"num_bins": ECE_BINS})),
     ]
     return tfma.EvalConfig(
         model_specs=model_specs,

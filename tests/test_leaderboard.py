@@ -9,7 +9,7 @@ from components import leaderboard
 def record(role, method, trial, top1, curve, gain=None, blessed=None):
     result = {"role": role, "method": method, "trial": trial, "network": "resnet8", "parameters": 83220,
               "code_revision": "abc", "last": curve[-1], "best": max(curve), "val_accuracy_curve": curve,
-              "train_seconds": 60.0 * trial, "top1": top1, "top5": top1 + 0.2, "cross_entropy": 3.0 - top1,
+              "train_seconds": 60.0 * trial, "top1": top1, "top5": top1 + 0.2, "cross_entropy": 3.0 - top1, "ece": 0.1 * top1,
               "superclass_top1": {k: top1 for k in range(20)}}
     if gain is not None:
         result.update(gain=gain, blessed=blessed, superclass_gain={k: gain for k in range(20)})

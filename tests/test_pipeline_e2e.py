@@ -6,14 +6,17 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+import tensorflow as tf
 import tensorflow_model_analysis as tfma
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
 from pipelines import cli, local_runner, presets, results
-from pipelines.pipeline import create_pipeline
+from pipelines.pipeline import ECE_BINS, create_pipeline
 from conftest import REPO_ROOT
+from test_metrics import numpy_ece
 
 OVERRIDES = ["data.require_official_sizes=false", "data.train_per_class=4", "data.eval_per_class=2"]
 METHODS = presets.SEED_METHODS
@@ -30,6 +33,18 @@ def executions_by_node(paths):
             states[context.name[len(prefix):]] = [metadata_store_pb2.Execution.State.Name(e.last_known_state)
                                                   for e in store.get_executions_by_context(context.id)]
     return states
+
+
+def independent_ece(model_uri, examples_uri):
+    """ECE of the exported model on the eval split, computed here without TFMA."""
+    model = tf.saved_model.load(os.path.join(model_uri, "Format-Serving"))
+    files = tf.io.gfile.glob(os.path.join(examples_uri, "Split-eval", "*"))
+    probabilities, labels = [], []
+    for batch in tf.data.TFRecordDataset(files, compression_type="GZIP").batch(64):
+        probabilities.append(model.signatures["serving_default"](examples=batch)["probabilities"].numpy())
+        parsed = tf.io.parse_example(batch, {"fine_label": tf.io.FixedLenFeature([], tf.int64)})
+        labels.append(parsed["fine_label"].numpy())
+    return numpy_ece(np.concatenate(probabilities), np.concatenate(labels), ECE_BINS)
 
 
 @pytest.fixture(scope="module")
@@ -85,11 +100,14 @@ def test_first_run_completes_every_component(smoke_run, capsys):
         overall = next(m for key, m in tfma_result.slicing_metrics if key == ())
         assert record["top1"] == overall[""][""]["sparse_categorical_accuracy"]["doubleValue"], component
         assert overall[""][""]["example_count"]["doubleValue"] == 200
+        assert record["ece"] == overall[""][""]["expected_calibration_error"]["doubleValue"], component
         assert len(record["superclass_top1"]) == 20
         if record["role"] == "student":
             blessing = artifacts[component.replace("Trainer.", "Evaluator.")]["ModelBlessing"]
             assert record["blessed"] == (blessing.custom_properties["blessed"].int_value == 1)
             assert record["blessed"] == (record["top1"] >= baseline_top1), component
+    teacher = next(r for r in board["models"] if r["role"] == "teacher")
+    assert teacher["ece"] == pytest.approx(independent_ece(teacher["model_uri"], examples.uri), abs=1e-5)
     page = open(os.path.join(report, "report.html")).read()
     assert page.count("data:image/png;base64,") == 3
     assert not re.search(r"""(src|href)\s*=\s*["'](?!data:)""", page), "the report references a remote resource"
