@@ -7,7 +7,7 @@ export KD_CIFAR100_DIR ?= $(if $(wildcard ../shared/data/cifar-100-python.tar.gz
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: setup run test clean
+.PHONY: setup run test compile-kfp clean
 
 setup:
 	@bash scripts/setup.sh
@@ -17,6 +17,11 @@ run: setup  ## the main job: the pipeline on the $(PRESET) preset (make run PRES
 
 test: setup  ## the whole test suite
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+# make compile-kfp PRESET=seed IMAGE=REGISTRY/kd-benchmark:TAG PIPELINE_ROOT=gs://BUCKET/kd (docs/kubeflow.md)
+compile-kfp: setup  ## the $(PRESET) pipeline as a KFP v2 definition (outputs/kubeflow/kd-$(PRESET).yaml)
+	@[ -n "$(IMAGE)" ] && [ -n "$(PIPELINE_ROOT)" ] || { echo "compile-kfp: set IMAGE=REGISTRY/kd-benchmark:TAG (skaffold build) and PIPELINE_ROOT=gs://BUCKET/PATH" >&2; exit 2; }
+	$(VENV)/bin/kd compile --target kubeflow --preset $(PRESET) --image $(IMAGE) --pipeline-root $(PIPELINE_ROOT) $(ARGS)
 
 clean:
 	rm -rf outputs .pytest_cache

@@ -24,7 +24,7 @@ import io
 import json
 import os
 import statistics
-from typing import Any
+from typing import Any, Sequence
 
 import matplotlib
 
@@ -52,7 +52,10 @@ TEACHER, BASELINE = "Teacher", "Student (baseline)"
 class LeaderboardArtifact(types.Artifact):
     """A folder with the leaderboard tables, plots and HTML report."""
 
-    TYPE_NAME = "KDLeaderboard"
+    # KFP v2 (Kubeflow, Vertex AI) accepts custom artifact types named `<namespace>.<Name>` only.
+    TYPE_NAME = "kd_benchmark.Leaderboard"
+    # The name runs recorded before that rename carry in ML Metadata.
+    LEGACY_TYPE_NAME = "KDLeaderboard"
 
 
 def _read_json(path: str) -> Any:
@@ -82,12 +85,18 @@ def _trained_record(model_uri: str) -> dict[str, Any]:
     history = _read_json(os.path.join(model_uri, "history.json"))
     main = [epoch for epoch in history if epoch.get("stage", "main") == "main"]
     curve = [epoch["val_accuracy"] for epoch in main]
-    return {
+    record = {
         "role": config["role"], "method": config["method"], "trial": config["trial"], "network": config["model"],
         "parameters": config["num_weights_without_bn"], "code_revision": config["code_revision"],
-        "config": config, "last": curve[-1], "best": max(curve), "val_accuracy_curve": curve,
+        "config": config, "val_accuracy_curve": curve,
         "train_seconds": sum(epoch["epoch_seconds"] for epoch in history),
     }
+    if config.get("divergence"):
+        where = config["divergence"]
+        record["failure"] = f"non-finite loss at stage {where['stage']}, epoch {where['epoch']}, step {where['step']}"
+    else:
+        record.update(last=curve[-1], best=max(curve))
+    return record
 
 
 def collect_records(evaluation_uris: list[str], blessings: dict[str, bool], model_uris: list[str]) -> list[dict]:
@@ -113,9 +122,14 @@ def collect_records(evaluation_uris: list[str], blessings: dict[str, bool], mode
             if record["role"] == "student":
                 record["blessed"] = blessings[model_uri]
             records[model_uri] = record
-    baselines = {r["trial"]: r for r in records.values() if r["role"] == "baseline"}
+    for model_uri in sorted(known_models - set(records)):  # not evaluated: training diverged
+        record = _trained_record(model_uri)
+        record.update(model_uri=model_uri, blessed=False)
+        record.setdefault("failure", "not evaluated (its baseline diverged)")
+        records[model_uri] = record
+    baselines = {r["trial"]: r for r in records.values() if r["role"] == "baseline" and "top1" in r}
     for record in records.values():
-        if record["role"] == "student":
+        if record["role"] == "student" and "top1" in record and record["trial"] in baselines:
             baseline = baselines[record["trial"]]
             record["gain"] = record["top1"] - baseline["top1"]
             record["superclass_gain"] = {k: v - baseline["superclass_top1"][k]
@@ -139,31 +153,39 @@ def aggregate(records: list[dict]) -> list[dict]:
         groups.setdefault(_label(record), []).append(record)
     rows = []
     for label, members in groups.items():
+        evaluated = [m for m in members if "top1" in m]
         row: dict[str, Any] = {"label": label, "trials": len(members), "network": members[0]["network"],
-                               "parameters": members[0]["parameters"]}
-        for key in ("last", "best", "top1", "top5", "cross_entropy", "ece", "train_seconds"):
-            row[key], row[f"{key}_std"] = _mean_std([m[key] for m in members])
-        if "gain" in members[0]:
-            row["gain"], row["gain_std"] = _mean_std([m["gain"] for m in members])
+                               "parameters": members[0]["parameters"],
+                               "failures": [m["failure"] for m in members if "failure" in m]}
+        row["train_seconds"], row["train_seconds_std"] = _mean_std([m["train_seconds"] for m in members])
+        if evaluated:
+            for key in ("last", "best", "top1", "top5", "cross_entropy", "ece"):
+                row[key], row[f"{key}_std"] = _mean_std([m[key] for m in evaluated])
+        if any("gain" in m for m in members):
+            row["gain"], row["gain_std"] = _mean_std([m["gain"] for m in members if "gain" in m])
+        if members[0]["role"] == "student":
             row["blessed"] = sum(m["blessed"] for m in members)
         rows.append(row)
     return rows
 
 
 def _pm(row: dict, key: str, scale: float = 100.0, signed: bool = False) -> str:
+    if key not in row:
+        return "failed"
     sign = "+" if signed else ""
     return f"{scale * row[key]:{sign}.2f} +- {scale * row[f'{key}_std']:.2f}"
 
 
 TABLE_COLUMNS = ["Method", "Trials", "Last acc.", "Best acc.", "Top-1 (TFMA)", "Gain", "Top-5", "Cross-entropy",
-                 "ECE (%)", "Blessed", "Network", "Parameters", "Train (min)"]
+                 "ECE (%)", "Blessed", "Network", "Parameters", "Train (min)", "Failures"]
 
 
 def table_cells(row: dict) -> list[str]:
     return [row["label"], str(row["trials"]), _pm(row, "last"), _pm(row, "best"), _pm(row, "top1"),
             _pm(row, "gain", signed=True) if "gain" in row else "", _pm(row, "top5"),
-            _pm(row, "cross_entropy", scale=1.0), _pm(row, "ece"), f"{row['blessed']}/{row['trials']}" if "gain" in row else "",
-            row["network"], f"{row['parameters']:,}", f"{row['train_seconds'] / 60:.1f}"]
+            _pm(row, "cross_entropy", scale=1.0), _pm(row, "ece"),
+            f"{row['blessed']}/{row['trials']}" if "blessed" in row else "",
+            row["network"], f"{row['parameters']:,}", f"{row['train_seconds'] / 60:.1f}", "; ".join(row["failures"])]
 
 
 def markdown_table(rows: list[dict]) -> str:
@@ -183,7 +205,8 @@ def plot_curves(records: list[dict]) -> bytes:
     figure, axes = plt.subplots(figsize=(8, 5))
     groups: dict[str, list[list[float]]] = {}
     for record in records:
-        groups.setdefault(_label(record), []).append(record["val_accuracy_curve"])
+        if "failure" not in record:
+            groups.setdefault(_label(record), []).append(record["val_accuracy_curve"])
     for label, curves in groups.items():
         length = min(len(c) for c in curves)
         values = 100 * np.array([c[:length] for c in curves])
@@ -211,9 +234,10 @@ def plot_gains(rows: list[dict]) -> bytes:
 
 
 def plot_superclass_gains(records: list[dict]) -> bytes:
-    methods = sorted({r["method"] for r in records if r["role"] == "student"})
-    matrix = np.array([[100 * statistics.fmean(r["superclass_gain"].get(k, np.nan) for r in records
-                                               if r["role"] == "student" and r["method"] == method)
+    compared = [r for r in records if "superclass_gain" in r]
+    methods = sorted({r["method"] for r in compared})
+    matrix = np.array([[100 * statistics.fmean(r["superclass_gain"].get(k, np.nan) for r in compared
+                                               if r["method"] == method)
                         for method in methods] for k in range(len(COARSE_LABEL_NAMES))])
     limit = max(np.nanmax(np.abs(matrix)), 1e-9)
     figure, axes = plt.subplots(figsize=(1.0 + 0.9 * len(methods), 7))
@@ -241,8 +265,9 @@ img{{max-width:100%}}pre{{background:#f4f4f4;padding:1em;overflow:auto}}</style>
 <body><h1>{html.escape(title)}</h1>
 <p>Code revision: <code>{html.escape(", ".join(revisions))}</code>. Last / Best: validation top-1
 accuracy after the final epoch / maximum over the main stage's epochs; mean +- std over trials.
-Top-1, top-5 and cross-entropy: TFMA on the eval split. Gain: top-1 minus the baseline student's
-(same trial).</p>
+Top-1, top-5, cross-entropy and expected calibration error (ECE, 15 bins): TFMA on the eval split.
+Gain: top-1 minus the baseline student's (same trial). A model whose training loss became
+NaN/Inf is not evaluated (never blessed) and is listed under Failures.</p>
 <table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
 {images}
 <h2>Configuration</h2><pre>{html.escape(json.dumps(configuration, indent=2, sort_keys=True))}</pre>
@@ -277,22 +302,30 @@ def write_report(output_dir: str, records: list[dict], configuration: dict, titl
     return rows
 
 
+# Input kinds; each upstream output is its own input `<kind>_<i>`, since KFP v2 (Kubeflow,
+# Vertex AI) compiles single channels only, not unions. Every input is optional: the
+# Evaluator of a diverged model is skipped and leaves its inputs here empty.
+INPUT_TYPES = {"model": standard_artifacts.Model, "evaluation": standard_artifacts.ModelEvaluation,
+               "blessing": standard_artifacts.ModelBlessing}
+
+
 class LeaderboardSpec(ComponentSpec):
     PARAMETERS = {"configuration": ExecutionParameter(type=str), "title": ExecutionParameter(type=str)}
-    INPUTS = {
-        "models": ChannelParameter(type=standard_artifacts.Model),
-        "evaluations": ChannelParameter(type=standard_artifacts.ModelEvaluation),
-        "blessings": ChannelParameter(type=standard_artifacts.ModelBlessing),
-    }
+    INPUTS: dict = {}  # per pipeline: see Leaderboard
     OUTPUTS = {"leaderboard": ChannelParameter(type=LeaderboardArtifact)}
+
+
+def _inputs_of_kind(input_dict: dict[str, list[types.Artifact]], kind: str) -> list[types.Artifact]:
+    return [artifact for key, artifacts in sorted(input_dict.items()) if key.rsplit("_", 1)[0] == kind
+            for artifact in artifacts]
 
 
 class Executor(base_executor.BaseExecutor):
     def Do(self, input_dict, output_dict, exec_properties) -> None:
         blessings = {b.get_string_custom_property("current_model").rstrip("/"):
-                     bool(b.get_int_custom_property("blessed")) for b in input_dict["blessings"]}
-        records = collect_records([e.uri for e in input_dict["evaluations"]], blessings,
-                                  [m.uri for m in input_dict["models"]])
+                     bool(b.get_int_custom_property("blessed")) for b in _inputs_of_kind(input_dict, "blessing")}
+        records = collect_records([e.uri for e in _inputs_of_kind(input_dict, "evaluation")], blessings,
+                                  [m.uri for m in _inputs_of_kind(input_dict, "model")])
         output = output_dict["leaderboard"][0]
         write_report(output.uri, records, json.loads(exec_properties["configuration"]), exec_properties["title"])
 
@@ -301,7 +334,7 @@ class Leaderboard(base_component.BaseComponent):
     """Aggregates every Trainer and Evaluator of the run into tables, plots and a report.
 
     Args:
-      models / evaluations / blessings: union channels of all Trainers' and Evaluators' outputs.
+      models / evaluations / blessings: every Trainer's and Evaluator's output channel.
       configuration: JSON of the preset that produced the run (shown in the report).
       title: report title.
     """
@@ -309,8 +342,13 @@ class Leaderboard(base_component.BaseComponent):
     SPEC_CLASS = LeaderboardSpec
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(Executor)
 
-    def __init__(self, models: types.BaseChannel, evaluations: types.BaseChannel, blessings: types.BaseChannel,
-                 configuration: str, title: str):
-        super().__init__(LeaderboardSpec(models=models, evaluations=evaluations, blessings=blessings,
-                                         configuration=configuration, title=title,
-                                         leaderboard=types.Channel(type=LeaderboardArtifact)))
+    def __init__(self, models: Sequence[types.BaseChannel], evaluations: Sequence[types.BaseChannel],
+                 blessings: Sequence[types.BaseChannel], configuration: str, title: str):
+        inputs = {f"{kind}_{i}": channel for kind, channels in
+                  (("model", models), ("evaluation", evaluations), ("blessing", blessings))
+                  for i, channel in enumerate(channels)}
+        spec_class = type(LeaderboardSpec.__name__, (LeaderboardSpec,), {
+            "INPUTS": {key: ChannelParameter(type=INPUT_TYPES[key.rsplit("_", 1)[0]], optional=True)
+                       for key in inputs}})
+        super().__init__(spec_class(**inputs, configuration=configuration, title=title,
+                                    leaderboard=types.Channel(type=LeaderboardArtifact)))

@@ -14,10 +14,23 @@ IMAGE_SHAPE = (32, 32, 3)
 CHANNEL_MEAN = (0.5071, 0.4865, 0.4409)
 CHANNEL_STD = (0.2673, 0.2564, 0.2762)
 PAD = 4
+# Epoch e of seed s shuffles and augments with seed s * stride + e: distinct for every run
+# shorter than `stride` epochs.
+EPOCH_SEED_STRIDE = 1_000_003
 
 _FEATURES = {
     "image_raw": tf.io.FixedLenFeature([], tf.string),
     "fine_label": tf.io.FixedLenFeature([], tf.int64),
+}
+NUM_CLASSES = 100
+# The train split of a DataImpressions artifact (components/data_impressions.py): float
+# images in pixel units (HWC, RGB, 0-255 scale, unclipped), the soft target each was
+# optimised for, and the class and concentration scale that target was drawn with.
+IMPRESSION_FEATURES = {
+    "image": tf.io.FixedLenFeature([IMAGE_SHAPE[0] * IMAGE_SHAPE[1] * IMAGE_SHAPE[2]], tf.float32),
+    "soft_target": tf.io.FixedLenFeature([NUM_CLASSES], tf.float32),
+    "source_class": tf.io.FixedLenFeature([], tf.int64),
+    "beta": tf.io.FixedLenFeature([], tf.float32),
 }
 
 
@@ -33,10 +46,27 @@ def normalize(images: tf.Tensor) -> tf.Tensor:
     return (scaled - tf.constant(CHANNEL_MEAN)) / tf.constant(CHANNEL_STD)
 
 
+def denormalize(images: tf.Tensor) -> tf.Tensor:
+    """Inverse of `normalize`: model inputs -> float RGB pixel values on the 0-255 scale."""
+    return (tf.convert_to_tensor(images, tf.float32) * tf.constant(CHANNEL_STD) + tf.constant(CHANNEL_MEAN)) * 255.0
+
+
 def parse_examples(serialized: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     """Batch of serialized tf.Examples -> (uint8 images, int32 fine labels)."""
     features = tf.io.parse_example(serialized, _FEATURES)
     return decode_images(features["image_raw"]), tf.cast(features["fine_label"], tf.int32)
+
+
+def parse_impressions(serialized: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """Batch of serialized data impressions -> (float pixel images, int32 source classes).
+
+    The source class (the class whose similarity row parametrised the impression's target)
+    is no label: the zero_shot method ignores it, and the training `accuracy` it yields
+    is the student's agreement with it.
+    """
+    features = tf.io.parse_example(serialized, IMPRESSION_FEATURES)
+    images = tf.reshape(features["image"], tf.concat([tf.shape(serialized), IMAGE_SHAPE], axis=0))
+    return images, tf.cast(features["source_class"], tf.int32)
 
 
 def augment_batch(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
@@ -55,17 +85,40 @@ def augment_batch(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     return tf.gather(cropped, cols, axis=2, batch_dims=1)
 
 
-def load_records(file_pattern: str | list[str]) -> tf.data.Dataset:
-    """Unbatched, cached (uint8 image, label) pairs from gzipped TFRecord files."""
+def _files(file_pattern: str | list[str]) -> list[str]:
     patterns = [file_pattern] if isinstance(file_pattern, str) else file_pattern
     files = sorted(f for pattern in patterns for f in tf.io.gfile.glob(pattern))
     if not files:
         raise FileNotFoundError(f"no TFRecord files match {patterns}")
+    return files
+
+
+def _parsed(files: list[str], parse) -> tf.data.Dataset:
     records = tf.data.TFRecordDataset(files, compression_type="GZIP", num_parallel_reads=tf.data.AUTOTUNE)
     return (records.batch(1024)
-            .map(parse_examples, num_parallel_calls=tf.data.AUTOTUNE)
+            .map(parse, num_parallel_calls=tf.data.AUTOTUNE)
             .unbatch()
             .cache())
+
+
+def load_records(file_pattern: str | list[str]) -> tf.data.Dataset:
+    """Unbatched, cached (uint8 image, label) pairs from gzipped TFRecord files."""
+    return _parsed(_files(file_pattern), parse_examples)
+
+
+def load_impressions(file_pattern: str | list[str]) -> tf.data.Dataset:
+    """Unbatched, cached (float pixel image, source class) pairs from a DataImpressions train split.
+
+    Fails, naming the files, when they hold no impressions (e.g. real CIFAR examples).
+    """
+    files = _files(file_pattern)
+    first = next(iter(tf.data.TFRecordDataset(files[:1], compression_type="GZIP")), None)
+    present = set(tf.train.Example.FromString(first.numpy()).features.feature) if first is not None else set()
+    missing = sorted(set(IMPRESSION_FEATURES) - present)
+    if first is not None and missing:
+        raise ValueError(f"{files[0]} holds no data impressions (features {missing} absent, found {sorted(present)}): "
+                         "method 'zero_shot' trains on the DataImpressions component's examples")
+    return _parsed(files, parse_impressions)
 
 
 def count(dataset: tf.data.Dataset) -> int:
@@ -73,16 +126,28 @@ def count(dataset: tf.data.Dataset) -> int:
     return int(dataset.reduce(tf.constant(0, tf.int64), lambda n, _: n + 1))
 
 
-def training_batches(records: tf.data.Dataset, batch_size: int, seed: int, num_examples: int) -> tf.data.Dataset:
-    """Reshuffled each epoch, augmented, normalized full batches (the remainder is dropped)."""
-    # Stateless augmentation driven by a seeded random stream: reproducible, and different
-    # in every epoch because the stream is re-randomized on each iteration.
-    augment_seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-    batches = (records.shuffle(num_examples, seed=seed, reshuffle_each_iteration=True)
-               .batch(batch_size, drop_remainder=True))
-    return (tf.data.Dataset.zip(batches, augment_seeds)
-            .map(lambda batch, batch_seed: (normalize(augment_batch(batch[0], batch_seed)), batch[1]),
-                 num_parallel_calls=tf.data.AUTOTUNE)
+def training_batches(records: tf.data.Dataset, batch_size: int, seed: int, num_examples: int,
+                     first_epoch: int, epochs: int) -> tf.data.Dataset:
+    """Epochs `first_epoch` .. `first_epoch + epochs - 1` of shuffled, augmented, normalized
+    full batches (the remainder of each epoch is dropped).
+
+    Epoch e's order and augmentation are stateless functions of (seed, e), so a run resumed
+    at epoch e sees exactly the batches an uninterrupted run would have seen. Each epoch
+    permutes the whole cached split at once (a full-buffer shuffle, as before).
+    """
+    def one_epoch(epoch: tf.Tensor, split: tuple[tf.Tensor, tf.Tensor]) -> tf.data.Dataset:
+        images, labels = split
+        epoch_key = tf.cast(seed, tf.int64) * EPOCH_SEED_STRIDE + epoch
+        order = tf.random.experimental.stateless_shuffle(tf.range(num_examples), seed=tf.stack([epoch_key, -1]))
+        batches = (tf.data.Dataset.from_tensor_slices((tf.gather(images, order), tf.gather(labels, order)))
+                   .batch(batch_size, drop_remainder=True))
+        return batches.enumerate().map(
+            lambda step, batch: (normalize(augment_batch(batch[0], tf.stack([epoch_key, step]))), batch[1]),
+            num_parallel_calls=tf.data.AUTOTUNE)
+
+    whole_split = records.batch(num_examples, drop_remainder=True)
+    return (tf.data.Dataset.zip(tf.data.Dataset.range(first_epoch, first_epoch + epochs), whole_split.repeat())
+            .flat_map(one_epoch)
             .prefetch(tf.data.AUTOTUNE))
 
 

@@ -66,6 +66,9 @@ class Distiller(keras.Model):
         self.peer_optimizer: keras.optimizers.Optimizer | None = None
         # Read by the gradient clipping of KD-SVD; set by an epoch callback.
         self.epoch = tf.Variable(0.0, trainable=False, name="epoch")
+        # The optimizer step (within the stage) of the first non-finite objective, -1 if none;
+        # written in the graph so detecting divergence costs no host sync per step.
+        self.non_finite_step = tf.Variable(-1, dtype=tf.int64, trainable=False, name="non_finite_step")
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
         self.top5_accuracy = keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5_accuracy")
@@ -75,7 +78,10 @@ class Distiller(keras.Model):
             teacher_shapes = {}
             reference = teacher or peer
             if reference is not None:
-                teacher_shapes = {k: v.shape for k, v in reference(tf.zeros((1, *student.input_shape[1:]))).items()}
+                # In a replica: a teacher loaded under MirroredStrategy runs only there.
+                strategy = tf.distribute.get_strategy()
+                taps = strategy.run(reference, args=(tf.zeros((1, *student.input_shape[1:])),))
+                teacher_shapes = {k: strategy.experimental_local_results(v)[0].shape for k, v in taps.items()}
             method.build({k: v.shape for k, v in student.output.items()}, teacher_shapes)
 
     def compile(self, optimizer, peer_optimizer: keras.optimizers.Optimizer | None = None, **kwargs):
@@ -111,7 +117,7 @@ class Distiller(keras.Model):
             return with_input_gradient(forward, images, labels)
         return dict(forward(images))
 
-    def _student_variables(self) -> list[tf.Variable]:
+    def trainable_student_variables(self) -> list[tf.Variable]:
         extra = list(self.method.trainable_variables) if self.method is not None else []
         return self.student.trainable_variables + extra
 
@@ -137,23 +143,39 @@ class Distiller(keras.Model):
             if self.peer is not None:
                 peer_objective = (cross_entropy(labels, teacher_taps["logits"]) + tf.add_n(self.peer.losses)
                                   + distillation)
-        variables = self._student_variables()
+        self._record_non_finite(objective if self.peer is None else objective + peer_objective)
+        variables = self.trainable_student_variables()
         if clipping and supervised is not None and distillation is not None:
             gradients = self._clipped_gradients(tape, supervised, distillation, variables)
         else:
             gradients = tape.gradient(objective, variables)
         # Variables the stage's objective does not reach (e.g. the classifier while
         # initialising, AB's connectors afterwards) get no gradient and do not move.
+        gradients = self._replica_share(gradients)
         self.optimizer.apply_gradients([(g, v) for g, v in zip(gradients, variables) if g is not None])
         if self.peer is not None:
             peer_variables = self.peer.trainable_variables
-            self.peer_optimizer.apply_gradients(zip(tape.gradient(peer_objective, peer_variables), peer_variables))
+            self.peer_optimizer.apply_gradients(
+                zip(self._replica_share(tape.gradient(peer_objective, peer_variables)), peer_variables))
         self.loss_tracker.update_state(objective)
         for name, value in terms.items():
             self.term_trackers[name].update_state(value)
         self.accuracy.update_state(labels, student_taps["logits"])
         self.top5_accuracy.update_state(labels, student_taps["logits"])
         return {m.name: m.result() for m in self.metrics}
+
+    def _replica_share(self, gradients: list[tf.Tensor | None]) -> list[tf.Tensor | None]:
+        """Under MirroredStrategy the optimizer sums the replicas' gradients, each of the mean
+        over its part of the batch: dividing by the replica count makes that sum the gradient
+        of the whole batch's mean (as on one device; Keras' compiled losses do the same)."""
+        replicas = self.distribute_strategy.num_replicas_in_sync
+        return [g if g is None or replicas == 1 else g / replicas for g in gradients]
+
+    def _record_non_finite(self, objective: tf.Tensor) -> None:
+        first = self.non_finite_step < 0
+        diverged = tf.logical_not(tf.reduce_all(tf.math.is_finite(objective)))
+        self.non_finite_step.assign(tf.where(tf.logical_and(first, diverged), self.optimizer.iterations,
+                                             self.non_finite_step))
 
     def _clipped_gradients(self, tape, supervised, distillation, variables):
         """KD-SVD: per variable, the distillation gradient's norm is capped at the supervised

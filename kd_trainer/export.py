@@ -16,6 +16,8 @@ from kd_trainer.models import INPUT_SHAPE
 
 SERVING_SIGNATURE = "serving_default"
 TAPS_SIGNATURE = "feature_taps"
+# The final dense layer is named "logits" in models.build_model.
+CLASSIFIER_KERNEL = "logits/kernel:0"
 
 
 class ExportModule(tf.Module):
@@ -51,3 +53,14 @@ def load_teacher(export_dir: str):
     if not hasattr(loaded, TAPS_SIGNATURE):
         raise ValueError(f"{export_dir}: not a kd_trainer export (no '{TAPS_SIGNATURE}' function)")
     return loaded.feature_taps, loaded
+
+
+def classifier_kernel(loaded) -> tf.Tensor:
+    """The final dense kernel [embedding, classes] of a loaded export, found by name among the
+    variables its `feature_taps` signature reads (zero-shot KD derives class similarity from it)."""
+    variables = loaded.signatures[TAPS_SIGNATURE].variables
+    found = [v for v in variables if v.name == CLASSIFIER_KERNEL]
+    if len(found) != 1:
+        raise ValueError(f"{len(found)} variables named '{CLASSIFIER_KERNEL}' in the export's '{TAPS_SIGNATURE}' "
+                         "signature, expected one (is it a kd_trainer export?)")
+    return tf.convert_to_tensor(found[0])

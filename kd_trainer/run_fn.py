@@ -8,7 +8,9 @@ Outputs in the Model artifact: `Format-Serving/` (the SavedModel, see export.py)
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
+import logging
 import os
 import time
 from typing import Any, Iterator
@@ -16,7 +18,8 @@ from typing import Any, Iterator
 import tensorflow as tf
 import tf_keras as keras
 
-from kd_trainer import data, export, methods, models
+from kd_trainer import data, devices, export, methods, models
+from kd_trainer.checkpoints import CheckpointEachEpoch, EpochCheckpoints, fingerprint
 from kd_trainer.config import TrainerConfig
 from kd_trainer.distiller import Distiller
 from kd_trainer.methods.base import INPUT_GRADIENT, MAIN_STAGE
@@ -54,7 +57,9 @@ def stage_schedule(config: TrainerConfig, stage: str, steps_per_epoch: int
     """The seed's per-stage learning rate: constant while initialising, then the step schedule."""
     if stage != MAIN_STAGE:
         return keras.optimizers.schedules.PiecewiseConstantDecay([0], [config.learning_rate] * 2)
-    boundaries = [epoch * steps_per_epoch for epoch in config.decay_epochs()]
+    # PiecewiseConstantDecay keeps a value up to and including its boundary step; the last
+    # step of epoch e is e * steps_per_epoch - 1 (the optimizer counts steps from 0).
+    boundaries = [epoch * steps_per_epoch - 1 for epoch in config.decay_epochs()]
     values = [config.learning_rate * config.lr_decay_factor ** i for i in range(len(boundaries) + 1)]
     return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
 
@@ -85,16 +90,77 @@ def _optimizer(config: TrainerConfig, schedule) -> keras.optimizers.Optimizer:
     return keras.optimizers.SGD(schedule, momentum=config.momentum, nesterov=True)
 
 
+class DivergenceMonitor(keras.callbacks.Callback):
+    """Stops training soon after the first non-finite objective, and says where it happened.
+
+    The Distiller notes the step in the graph; this reads it every `check_every` steps and
+    at each epoch end (one host sync per check, none per step).
+    """
+
+    def __init__(self, method: str, steps_per_epoch: int, recorder: EpochRecorder, check_every: int = 20):
+        super().__init__()
+        self._supports_tf_logs = True  # keep logs as tensors: no conversion, no sync per step
+        self.method, self.steps_per_epoch, self.recorder, self.check_every = method, steps_per_epoch, recorder, check_every
+        self.stage_first_epoch = 0
+        self.divergence: dict[str, Any] | None = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        if (batch + 1) % self.check_every == 0:
+            self._check()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._check()
+
+    def _check(self) -> None:
+        step = int(self.model.non_finite_step.numpy())
+        if step < 0 or self.divergence is not None:
+            return
+        epoch, step_in_epoch = divmod(step, self.steps_per_epoch)
+        self.divergence = {"method": self.method or "(none)", "stage": self.recorder.stage,
+                           "epoch": self.stage_first_epoch + epoch + 1, "step": step_in_epoch + 1}
+        self.model.stop_training = True
+        logging.error("Non-finite training loss: method %(method)s, stage %(stage)s, epoch %(epoch)d, "
+                      "step %(step)d; training stopped, this model will not be evaluated", self.divergence)
+
+
+@dataclasses.dataclass
+class TrainingOutcome:
+    student: keras.Model
+    history: list[dict[str, Any]]
+    divergence: dict[str, Any] | None  # where the objective became NaN/Inf, if it did
+    resumed_after_epoch: int  # 0 unless restarted from a checkpoint
+
+
+def _stage_checkpoint(distiller: Distiller, method, networks_only: bool = False) -> tf.train.Checkpoint:
+    """Everything a stage's training updates: networks, connectors and (unless
+    `networks_only`) the stage's optimizers with their step counters."""
+    objects: dict[str, Any] = {"student": distiller.student}
+    if method is not None:
+        objects["method"] = method
+    if distiller.peer is not None:
+        objects["peer"] = distiller.peer
+    if not networks_only:
+        objects["optimizer"] = distiller.optimizer
+        if distiller.peer is not None:
+            objects["peer_optimizer"] = distiller.peer_optimizer
+    return tf.train.Checkpoint(**objects)
+
+
+@devices.in_distribution_strategy
 def train(config: TrainerConfig, train_files: list[str], eval_files: list[str], teacher_dir: str | None,
-          log_dir: str | None = None) -> tuple[keras.Model, list[dict[str, Any]]]:
-    """Trains the configured network through its method's stages; returns the student and its history."""
+          log_dir: str | None = None, checkpoints: EpochCheckpoints | None = None) -> TrainingOutcome:
+    """Trains the configured network through its method's stages.
+
+    With `checkpoints`, saves after every epoch and first resumes from the latest matching
+    checkpoint, if any: the resumed run trains the remaining epochs on the same batches.
+    """
     keras.utils.set_random_seed(config.seed)
-    train_records = data.load_records(train_files)
+    on_impressions = bool(config.method) and methods.method_class(config.method).trains_on_impressions
+    train_records = data.load_impressions(train_files) if on_impressions else data.load_records(train_files)
     num_train = data.count(train_records)
     if num_train < config.batch_size:
         raise ValueError(f"{num_train} training examples in {train_files}, fewer than batch_size {config.batch_size}")
     steps_per_epoch = num_train // config.batch_size
-    train_batches = data.training_batches(train_records, config.batch_size, config.seed, num_train)
     eval_batches = data.evaluation_batches(data.load_records(eval_files), config.eval_batch_size)
 
     student = models.build_model(config.model, config.weight_decay)
@@ -110,15 +176,23 @@ def train(config: TrainerConfig, train_files: list[str], eval_files: list[str], 
         peer = models.build_model(config.teacher_model, config.weight_decay)
     distiller = Distiller(student, method=method, teacher=teacher, peer=peer)
 
+    resume = checkpoints.latest_progress() if checkpoints is not None else None
     recorder = EpochRecorder()
-    callbacks: list[keras.callbacks.Callback] = [recorder]
+    resumed_after = 0
+    if resume is not None:
+        recorder.epochs = list(resume[1]["history"])
+        resumed_after = resume[1]["epochs_done"]
+        logging.info("Resuming %s after epoch %d from %s", config.method or config.role, resumed_after, resume[0])
+    monitor = DivergenceMonitor(config.method, steps_per_epoch, recorder)
+    callbacks: list[keras.callbacks.Callback] = [recorder, monitor]
     if log_dir:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=log_dir, update_freq="epoch"))
     stages = method.stage_epochs(config.epochs) if method is not None else {MAIN_STAGE: config.epochs}
     done = 0
     with _graph_options_for(method):
         for stage, epochs in stages.items():
-            if epochs == 0:
+            if done + epochs <= resumed_after:  # finished before the interruption
+                done += epochs
                 continue
             schedule = stage_schedule(config, stage, steps_per_epoch)
             # A fresh optimizer per stage (as the seed); compile retraces train_step for the stage.
@@ -127,10 +201,29 @@ def train(config: TrainerConfig, train_files: list[str], eval_files: list[str], 
             distiller.compile(optimizer=_optimizer(config, schedule),
                               peer_optimizer=_optimizer(config, stage_schedule(config, stage, steps_per_epoch))
                               if peer is not None else None)
-            distiller.fit(train_batches, initial_epoch=done, epochs=done + epochs, validation_data=eval_batches,
-                          callbacks=callbacks, verbose=2)
+            # Built up front with every variable, so checkpoints have the same shape in every run.
+            distiller.optimizer.build(distiller.trainable_student_variables())
+            if peer is not None:
+                distiller.peer_optimizer.build(peer.trainable_variables)
+            stage_callbacks = list(callbacks)
+            if checkpoints is not None:
+                checkpoint = _stage_checkpoint(distiller, method)
+                if resume is not None and resumed_after > done:  # interrupted within this stage
+                    checkpoint.read(resume[0]).assert_existing_objects_matched()
+                elif resume is not None and resumed_after == done > 0:  # at a stage boundary: fresh optimizer
+                    _stage_checkpoint(distiller, method, networks_only=True).read(
+                        resume[0]).expect_partial().assert_existing_objects_matched()
+                stage_callbacks.insert(2, CheckpointEachEpoch(checkpoints, checkpoint, recorder))
+            first_epoch = max(done, resumed_after)
+            monitor.stage_first_epoch = done
+            distiller.fit(data.training_batches(train_records, config.batch_size, config.seed, num_train,
+                                                first_epoch=first_epoch, epochs=done + epochs - first_epoch),
+                          steps_per_epoch=steps_per_epoch, initial_epoch=first_epoch, epochs=done + epochs,
+                          validation_data=eval_batches, callbacks=stage_callbacks, verbose=2)
             done += epochs
-    return student, recorder.epochs
+            if monitor.divergence is not None:
+                break
+    return TrainingOutcome(student, recorder.epochs, monitor.divergence, resumed_after)
 
 
 def write_json(path: str, payload: Any) -> None:
@@ -139,13 +232,22 @@ def write_json(path: str, payload: Any) -> None:
 
 
 def run_fn(fn_args) -> None:
-    """TFX Trainer contract: train from fn_args.train_files, export to serving_model_dir."""
+    """TFX Trainer contract: train from fn_args.train_files, export to serving_model_dir.
+
+    Checkpoints go to the run directory (fn_args.model_run_dir) and are removed after export.
+    A diverged run still exports its model, with the divergence in trainer_config.json; the
+    pipeline's Trainer executor turns that into the artifact property that skips evaluation.
+    """
     config = TrainerConfig.from_dict(fn_args.custom_config or {})
-    student, history = train(config, fn_args.train_files, fn_args.eval_files, fn_args.base_model,
-                             log_dir=fn_args.model_run_dir)
-    export.save(student, fn_args.serving_model_dir)
+    checkpoints = EpochCheckpoints(fn_args.model_run_dir, fingerprint(
+        config.to_dict(), fn_args.train_files, fn_args.eval_files, fn_args.base_model))
+    outcome = train(config, fn_args.train_files, fn_args.eval_files, fn_args.base_model,
+                    log_dir=fn_args.model_run_dir, checkpoints=checkpoints)
+    export.save(outcome.student, fn_args.serving_model_dir)
     model_dir = os.path.dirname(fn_args.serving_model_dir.rstrip("/"))
-    write_json(os.path.join(model_dir, HISTORY_FILE), history)
+    write_json(os.path.join(model_dir, HISTORY_FILE), outcome.history)
     write_json(os.path.join(model_dir, CONFIG_FILE), {
-        **config.to_dict(), "num_weights_without_bn": models.count_weights_without_bn(student),
-        "num_parameters": student.count_params()})
+        **config.to_dict(), "num_weights_without_bn": models.count_weights_without_bn(outcome.student),
+        "num_parameters": outcome.student.count_params(), "divergence": outcome.divergence,
+        "resumed_after_epoch": outcome.resumed_after_epoch, "distribution_strategy": devices.strategy_name()})
+    checkpoints.remove()

@@ -1,4 +1,5 @@
-"""`kd`: the benchmark's command line (run a preset locally, regenerate its report, list presets)."""
+"""`kd`: the benchmark's command line (run a preset locally, compile it for Kubeflow and submit
+it, regenerate a run's report, list presets)."""
 
 from __future__ import annotations
 
@@ -48,6 +49,44 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compile(args: argparse.Namespace) -> int:
+    from pipelines import kubeflow_runner
+    from pipelines.revision import code_revision
+
+    preset = presets.resolve(args.preset, args.overrides)
+    output = args.output or kubeflow_runner.default_output(preset)
+    try:
+        path = kubeflow_runner.compile_pipeline(
+            preset, args.pipeline_root, args.image, output, code_revision(),
+            beam_pipeline_args=args.beam_args or kubeflow_runner.DEFAULT_BEAM_ARGS, enable_cache=not args.no_cache)
+    except kubeflow_runner.OptionError as error:
+        print(f"kd: error: {error}", file=sys.stderr)
+        return 2
+    print(f"kd: pipeline '{kubeflow_runner.pipeline_name(preset)}' ({args.target}) written to {path}\n"
+          f"  image:         {args.image}\n  pipeline root: {args.pipeline_root}\n"
+          f"  submit:        kd submit {path} --host KFP_HOST  (or upload it in the Kubeflow or Vertex AI UI)")
+    return 0
+
+
+def _submit(args: argparse.Namespace) -> int:
+    from pipelines import kubeflow_runner
+
+    try:
+        submission = kubeflow_runner.submit(
+            args.package, args.host, experiment=args.experiment,
+            run_name=args.run_name or kubeflow_runner.timestamped(Path(args.package).stem),
+            version_name=args.version_name or kubeflow_runner.timestamped(Path(args.package).stem),
+            namespace=args.namespace, pipeline_root=args.pipeline_root,
+            enable_caching=False if args.no_cache else None)
+    except kubeflow_runner.OptionError as error:
+        print(f"kd: error: {error}", file=sys.stderr)
+        return 2
+    print(f"kd: run {submission.run_id} started on {args.host} (experiment {submission.experiment_id}, "
+          f"pipeline {submission.pipeline_id}, version {submission.version_id})\n"
+          f"  follow it at {args.host.rstrip('/')}/#/runs/details/{submission.run_id}")
+    return 0
+
+
 def _presets(args: argparse.Namespace) -> int:
     if args.name:
         print(json.dumps(presets.to_dict(presets.resolve(args.name, args.overrides)), indent=2))
@@ -69,6 +108,33 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--beam-arg", dest="beam_args", action="append", default=[],
                      help="Beam pipeline argument for the Beam components (repeatable)")
     run.set_defaults(handler=_run)
+
+    compile_ = commands.add_parser("compile", help="compile a preset's pipeline for Kubeflow Pipelines / Vertex AI")
+    compile_.add_argument("--target", choices=["kubeflow"], default="kubeflow",
+                          help="kubeflow: a KFP v2 pipeline definition (YAML) for Kubeflow Pipelines and Vertex AI")
+    compile_.add_argument("--preset", default="quick", help=f"one of {', '.join(presets.PRESETS)} (default quick)")
+    compile_.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                          help="override a preset field, e.g. --set resources.student_gpus=0 (repeatable)")
+    compile_.add_argument("--pipeline-root", required=True, help="where artifacts go, e.g. gs://BUCKET/kd")
+    compile_.add_argument("--image", required=True,
+                          help="the pipeline image built from the Dockerfile, e.g. REGISTRY/kd-benchmark:TAG")
+    compile_.add_argument("--beam-arg", dest="beam_args", action="append", default=[],
+                          help="Beam pipeline argument for the Beam components (repeatable; default: the "
+                               "DirectRunner in multi-processing mode on all cores of each pod)")
+    compile_.add_argument("--output", help="the YAML file to write (default outputs/kubeflow/kd-<preset>.yaml)")
+    compile_.add_argument("--no-cache", action="store_true", help="compile with caching off for every task")
+    compile_.set_defaults(handler=_compile)
+
+    submit = commands.add_parser("submit", help="upload a compiled pipeline to Kubeflow Pipelines and start a run")
+    submit.add_argument("package", help="the YAML file written by `kd compile`")
+    submit.add_argument("--host", required=True, help="the Kubeflow Pipelines API endpoint, e.g. http://localhost:8080")
+    submit.add_argument("--experiment", default="kd-benchmark", help="experiment of the run (default kd-benchmark)")
+    submit.add_argument("--run-name", help="default: the pipeline name and the time")
+    submit.add_argument("--version-name", help="name of the uploaded pipeline version (default: name and time)")
+    submit.add_argument("--namespace", help="Kubernetes namespace (multi-user Kubeflow)")
+    submit.add_argument("--pipeline-root", help="override the pipeline root given at compile time")
+    submit.add_argument("--no-cache", action="store_true", help="run every task again, even if cached")
+    submit.set_defaults(handler=_submit)
 
     report = commands.add_parser("report", help="regenerate the leaderboard and HTML report of a finished run")
     report.add_argument("pipeline_root", help="the run's pipeline root, e.g. outputs/kd-quick/root")

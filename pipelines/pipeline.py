@@ -4,6 +4,9 @@
                     -> Trainer.baseline_trial{k}
                     -> Trainer.{method}_trial{k} (base_model = teacher)
                           -> Evaluator.{method}_trial{k} (candidate vs baseline_trial{k})
+    Zero-shot KD, when methods include them (the Evaluators are as above):
+    Trainer.teacher, CifarExampleGen -> DataImpressions -> Trainer.zero_shot_trial{k}
+    CifarExampleGen.fewshot (few_shot_fraction of each class) -> Trainer.soft_logits_fewshot_trial{k}
     all Trainers and Evaluators -> Leaderboard (tables, plots, HTML report)
 
 One student Trainer and one Evaluator per (method, trial); trial k of every method is
@@ -16,10 +19,14 @@ import json
 
 import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
-from tfx.types import BaseChannel, channel_utils
+from tfx.dsl.components.base import executor_spec
+from tfx.dsl.placeholder import placeholder
+from tfx.types import BaseChannel
 
 from components.cifar_example_gen import CifarExampleGen
+from components.data_impressions import DataImpressions
 from components.leaderboard import Leaderboard
+from components.trainer_executor import DIVERGED_PROPERTY, KDTrainerExecutor
 from pipelines.presets import Preset, to_dict
 
 RUN_FN = "kd_trainer.run_fn.run_fn"
@@ -75,7 +82,39 @@ def _trainer(preset: Preset, examples: BaseChannel, role: str, component_id: str
     config = preset.trainer_config(role, trial=trial, method=method, code_revision=code_revision)
     return tfx.components.Trainer(
         run_fn=RUN_FN, examples=examples, base_model=teacher_model, custom_config=config.to_dict(),
+        custom_executor_spec=executor_spec.ExecutorClassSpec(KDTrainerExecutor),
     ).with_id(component_id)
+
+
+def trained_to_the_end(trainer) -> placeholder.Predicate:
+    """Whether the Trainer's objective stayed finite (see components/trainer_executor.py)."""
+    return trainer.outputs["model"].future()[0].custom_property(DIVERGED_PROPERTY) == 0
+
+
+def _student_examples(preset: Preset, examples: BaseChannel, teacher_model: BaseChannel
+                      ) -> tuple[list, dict[str, BaseChannel]]:
+    """Extra data components, and the examples of the methods whose students do not train on `examples`.
+
+    `zero_shot`: DataImpressions' output, whose train split holds only impressions synthesised
+    from the teacher and whose eval split is a copy of the real one (validation curves); the
+    real training split is no input of that Trainer. `soft_logits_fewshot`: a second
+    CifarExampleGen keeping `few_shot_fraction` of each class's training images.
+    """
+    components, by_method = [], {}
+    if "zero_shot" in preset.methods:
+        impressions = DataImpressions(model=teacher_model, examples=examples, options=preset.zero_shot,
+                                      seed=preset.seed).with_id("DataImpressions")
+        components.append(impressions)
+        by_method["zero_shot"] = impressions.outputs["impressions"]
+    if "soft_logits_fewshot" in preset.methods:
+        data = preset.data
+        few_shot = CifarExampleGen(
+            data_dir=data.data_dir, allow_download=data.allow_download, train_per_class=preset.few_shot_per_class(),
+            eval_per_class=data.eval_per_class, seed=data.seed, require_official_sizes=data.require_official_sizes,
+        ).with_id("CifarExampleGen.fewshot")
+        components.append(few_shot)
+        by_method["soft_logits_fewshot"] = few_shot.outputs["examples"]
+    return components, by_method
 
 
 def create_pipeline(pipeline_name: str, pipeline_root: str, preset: Preset, code_revision: str,
@@ -88,26 +127,30 @@ def create_pipeline(pipeline_name: str, pipeline_root: str, preset: Preset, code
         eval_per_class=data.eval_per_class, seed=data.seed, require_official_sizes=data.require_official_sizes)
     examples = example_gen.outputs["examples"]
     teacher = _trainer(preset, examples, "teacher", trainer_id("teacher"), code_revision)
-    teacher_evaluator = tfx.components.Evaluator(examples=examples, model=teacher.outputs["model"],
-                                                 eval_config=eval_config(None)).with_id(evaluator_id("teacher"))
+    # Evaluators run only for models that trained to the end: a diverged one is never blessed.
+    with tfx.dsl.Cond(trained_to_the_end(teacher)):
+        teacher_evaluator = tfx.components.Evaluator(examples=examples, model=teacher.outputs["model"],
+                                                     eval_config=eval_config(None)).with_id(evaluator_id("teacher"))
     trainers, evaluators = [teacher], [teacher_evaluator]
+    data_components, student_examples = _student_examples(preset, examples, teacher.outputs["model"])
     for trial in range(1, preset.trials + 1):
         baseline = _trainer(preset, examples, "baseline", trainer_id("baseline", trial), code_revision, trial)
         trainers.append(baseline)
         for method in preset.methods:
-            student = _trainer(preset, examples, "student", trainer_id(method, trial), code_revision, trial,
-                               method=method, teacher_model=teacher.outputs["model"])
-            evaluators.append(tfx.components.Evaluator(
-                examples=examples, model=student.outputs["model"], baseline_model=baseline.outputs["model"],
-                eval_config=eval_config(preset.blessing_margin)).with_id(evaluator_id(method, trial)))
+            student = _trainer(preset, student_examples.get(method, examples), "student", trainer_id(method, trial),
+                               code_revision, trial, method=method, teacher_model=teacher.outputs["model"])
+            with tfx.dsl.Cond(trained_to_the_end(student)), tfx.dsl.Cond(trained_to_the_end(baseline)):
+                evaluators.append(tfx.components.Evaluator(
+                    examples=examples, model=student.outputs["model"], baseline_model=baseline.outputs["model"],
+                    eval_config=eval_config(preset.blessing_margin)).with_id(evaluator_id(method, trial)))
             trainers.append(student)
     leaderboard = Leaderboard(
-        models=channel_utils.union([t.outputs["model"] for t in trainers]),
-        evaluations=channel_utils.union([e.outputs["evaluation"] for e in evaluators]),
-        blessings=channel_utils.union([e.outputs["blessing"] for e in evaluators]),
+        models=[t.outputs["model"] for t in trainers],
+        evaluations=[e.outputs["evaluation"] for e in evaluators],
+        blessings=[e.outputs["blessing"] for e in evaluators],
         configuration=json.dumps(to_dict(preset), sort_keys=True),
         title=f"KD benchmark, preset '{preset.name}'")
-    components = [example_gen, *trainers, *evaluators, leaderboard]
+    components = [example_gen, *data_components, *trainers, *evaluators, leaderboard]
     return tfx.dsl.Pipeline(
         pipeline_name=pipeline_name,
         pipeline_root=pipeline_root,

@@ -17,6 +17,8 @@ from typing import Any
 
 from kd_trainer import methods
 from kd_trainer.config import TrainerConfig, TrainingConfig
+from kd_trainer.impressions import ImpressionOptions
+from kd_trainer.models import NUM_CLASSES
 
 
 class PresetError(ValueError):
@@ -35,6 +37,64 @@ class DataConfig:
     seed: int = 0
 
 
+MAX_GPUS_PER_TRAINER = 16
+
+
+@dataclasses.dataclass(frozen=True)
+class ResourcesConfig:
+    """What each Trainer asks a cluster for on Kubeflow Pipelines or Vertex AI (pipelines/kubeflow_runner.py).
+
+    Local runs ignore it. 0 GPUs means CPU only; 0 CPU / memory means the cluster's default.
+    `accelerator_type` is what the GPUs are requested as: the Kubernetes resource
+    `nvidia.com/gpu` on Kubeflow Pipelines (pick the GPU model with `node_selector`, e.g.
+    {"cloud.google.com/gke-accelerator": "nvidia-tesla-t4"} on GKE), a type such as
+    `NVIDIA_TESLA_T4` on Vertex AI (which has no node selectors: leave it empty there).
+    """
+
+    teacher_gpus: int = 0
+    student_gpus: int = 0  # the baseline and every distilled student
+    accelerator_type: str = "nvidia.com/gpu"
+    node_selector: dict[str, str] = dataclasses.field(default_factory=dict)
+    cpu_limit: float = 0.0  # cores
+    memory_limit_gb: float = 0.0
+
+    def __post_init__(self):
+        problems = []
+        for name in ("teacher_gpus", "student_gpus"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_GPUS_PER_TRAINER:
+                problems.append(f"{name} must be an integer in [0, {MAX_GPUS_PER_TRAINER}], got {value!r}")
+        if (self.teacher_gpus or self.student_gpus) and not self.accelerator_type:
+            problems.append("accelerator_type must be set when a Trainer requests GPUs (e.g. nvidia.com/gpu)")
+        if not all(isinstance(k, str) and k and isinstance(v, str) for k, v in self.node_selector.items()):
+            problems.append(f"node_selector must map label names to string values, got {self.node_selector!r}")
+        for name in ("cpu_limit", "memory_limit_gb"):
+            if getattr(self, name) < 0:
+                problems.append(f"{name} must be >= 0 (0: the cluster's default), got {getattr(self, name)}")
+        if problems:
+            raise ValueError(f"invalid {type(self).__name__}: " + "; ".join(problems))
+
+
+TRAIN_IMAGES_PER_CLASS = 500  # CIFAR-100's official training split
+
+
+@dataclasses.dataclass(frozen=True)
+class ZeroShotConfig(ImpressionOptions):
+    """Zero-shot KD (methods `zero_shot` and `soft_logits_fewshot`): the DataImpressions
+    options (kd_trainer/impressions.py; defaults: the paper's) and the real-data budget of
+    the few-shot comparison student."""
+
+    # Fraction of each class's training images (data.train_per_class, else all 500) that the
+    # `soft_logits_fewshot` student trains on (the seed author compared 1% to 40%).
+    few_shot_fraction: float = 0.4
+
+    def problems(self) -> list[str]:
+        problems = super().problems()
+        if not 0 < self.few_shot_fraction <= 1:
+            problems.append(f"few_shot_fraction must be in (0, 1], got {self.few_shot_fraction}")
+        return problems
+
+
 @dataclasses.dataclass(frozen=True)
 class Preset:
     """A benchmark run: data, teacher and student training, methods, trials, blessing."""
@@ -50,6 +110,8 @@ class Preset:
     seed: int = 0
     # A student is blessed when its accuracy is at least the baseline's minus this margin.
     blessing_margin: float = 0.0
+    zero_shot: ZeroShotConfig = dataclasses.field(default_factory=ZeroShotConfig)
+    resources: ResourcesConfig = dataclasses.field(default_factory=ResourcesConfig)
 
     def __post_init__(self):
         validate(self)
@@ -61,6 +123,25 @@ class Preset:
                              teacher_model=self.teacher.model if role == "student" else "",
                              seed=self.seed + trial - 1, trial=trial, code_revision=code_revision,
                              **dataclasses.asdict(training))
+
+    def few_shot_per_class(self) -> int:
+        """Real training images per class of the `soft_logits_fewshot` student."""
+        return round(self.zero_shot.few_shot_fraction * (self.data.train_per_class or TRAIN_IMAGES_PER_CLASS))
+
+
+def _zero_shot_problems(preset: Preset) -> list[str]:
+    """Training-set sizes of the zero-shot and few-shot students (they train on full batches);
+    checked by `resolve` after all overrides."""
+    problems = []
+    batch = preset.student.batch_size
+    if "zero_shot" in preset.methods and preset.zero_shot.num_impressions < batch:
+        problems.append(f"zero_shot.num_impressions ({preset.zero_shot.num_impressions}) must be at least "
+                        f"student.batch_size ({batch}): the zero_shot student trains on full batches of impressions")
+    if "soft_logits_fewshot" in preset.methods and preset.few_shot_per_class() * NUM_CLASSES < batch:
+        problems.append(f"zero_shot.few_shot_fraction ({preset.zero_shot.few_shot_fraction}) keeps "
+                        f"{preset.few_shot_per_class()} training image(s) per class, fewer in all than "
+                        f"student.batch_size ({batch})")
+    return problems
 
 
 def validate(preset: Preset) -> None:
@@ -101,6 +182,8 @@ def validate(preset: Preset) -> None:
 
 # The seed project's methods, in the order of its results table.
 SEED_METHODS = ("soft_logits", "fitnet", "at", "fsp", "dml", "kd_svd", "ab", "rkd", "jacobian")
+# Zero-shot KD and its few-shot comparison (the pipeline adds their data components).
+ZERO_SHOT_METHODS = ("zero_shot", "soft_logits_fewshot")
 # Short budgets scale the seed's 40-epoch initialisation stage down to one epoch.
 ONE_EPOCH_INIT = {name: {"init_epochs": 1} for name in ("fitnet", "fsp", "ab")}
 
@@ -134,6 +217,19 @@ PRESETS: dict[str, Preset] = {
             student=TrainingConfig(model="seed_resnet8", epochs=100),
             methods=SEED_METHODS,
             trials=5,
+            resources=ResourcesConfig(teacher_gpus=1, student_gpus=1),
+        ),
+        Preset(
+            name="zero_shot",
+            description=("Zero-shot KD on 2 CPU cores (~30 min): a resnet20 teacher on 250 images per class, "
+                         "2,500 data impressions (60 iterations) -> resnet8, against Soft-logits on 2,500 real "
+                         "images (10%) and the baseline on all 25,000."),
+            data=DataConfig(train_per_class=250),
+            teacher=TrainingConfig(model="resnet20", epochs=6, lr_decay_at=(0.5, 0.75)),
+            student=TrainingConfig(model="resnet8", epochs=15, lr_decay_at=(0.5, 0.75)),
+            methods=ZERO_SHOT_METHODS,
+            zero_shot=ZeroShotConfig(num_impressions=2500, iterations=60, learning_rate=0.05, batch_size=250,
+                                     few_shot_fraction=0.1),
         ),
     )
 }
@@ -219,6 +315,10 @@ def resolve(name: str, overrides: list[str] | tuple[str, ...] = ()) -> Preset:
             raise
         except ValueError as error:  # a nested config rejected the value
             raise PresetError(f"invalid preset '{name}': override '{key}': {error}") from None
+    # Checks across fields run once every override is applied, so their order does not matter.
+    problems = _zero_shot_problems(preset)
+    if problems:
+        raise PresetError(f"invalid preset '{name}': " + "; ".join(problems))
     return preset
 
 

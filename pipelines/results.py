@@ -41,10 +41,11 @@ def latest_artifacts(connection_config: metadata_store_pb2.ConnectionConfig,
 
 def leaderboard_dir(artifacts: dict[str, dict[str, metadata_store_pb2.Artifact]]) -> str:
     """The folder of the run's Leaderboard output."""
-    try:
-        return artifacts["Leaderboard"][leaderboard.LeaderboardArtifact.TYPE_NAME].uri
-    except KeyError:
-        raise ValueError("the run has no Leaderboard output (did the pipeline finish?)") from None
+    outputs = artifacts.get("Leaderboard", {})
+    for type_name in (leaderboard.LeaderboardArtifact.TYPE_NAME, leaderboard.LeaderboardArtifact.LEGACY_TYPE_NAME):
+        if type_name in outputs:
+            return outputs[type_name].uri
+    raise ValueError("the run has no Leaderboard output (did the pipeline finish?)")
 
 
 def regenerate_report(artifacts: dict[str, dict[str, metadata_store_pb2.Artifact]], output_dir: str) -> list[dict]:

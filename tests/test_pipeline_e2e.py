@@ -13,12 +13,11 @@ import tensorflow_model_analysis as tfma
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
-from pipelines import cli, local_runner, presets, results
+from pipelines import cli, presets, results
 from pipelines.pipeline import ECE_BINS, create_pipeline
 from conftest import REPO_ROOT
 from test_metrics import numpy_ece
 
-OVERRIDES = ["data.require_official_sizes=false", "data.train_per_class=4", "data.eval_per_class=2"]
 METHODS = presets.SEED_METHODS
 TRAINERS = ["Trainer.teacher", "Trainer.baseline_trial1", *(f"Trainer.{m}_trial1" for m in METHODS)]
 EVALUATORS = ["Evaluator.teacher", *(f"Evaluator.{m}_trial1" for m in METHODS)]
@@ -47,19 +46,10 @@ def independent_ece(model_uri, examples_uri):
     return numpy_ece(np.concatenate(probabilities), np.concatenate(labels), ECE_BINS)
 
 
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory, tiny_archive):
-    output_dir = tmp_path_factory.mktemp("outputs")
-    args = ["run", "--preset", "smoke", "--output-dir", str(output_dir), "--set", f"data.data_dir={tiny_archive.parent}"]
-    for override in OVERRIDES:
-        args += ["--set", override]
-    preset = presets.resolve("smoke", [f"data.data_dir={tiny_archive.parent}", *OVERRIDES])
-    return args, local_runner.local_paths(preset, output_dir)
-
-
-def test_first_run_completes_every_component(smoke_run, capsys):
-    args, paths = smoke_run
-    assert cli.main(args) == 0
+def test_first_run_completes_every_component(smoke_first_run):
+    # conftest's session fixture ran `kd run` once (its output captured); this checks that run.
+    paths = smoke_first_run.paths
+    assert smoke_first_run.exit_code == 0
     states = executions_by_node(paths)
     assert set(states) == {"CifarExampleGen", *TRAINERS, *EVALUATORS, "Leaderboard"}
     assert all(s == ["COMPLETE"] for s in states.values()), states
@@ -113,7 +103,7 @@ def test_first_run_completes_every_component(smoke_run, capsys):
     assert not re.search(r"""(src|href)\s*=\s*["'](?!data:)""", page), "the report references a remote resource"
     assert "<script" not in page
 
-    printed = capsys.readouterr().out
+    printed = smoke_first_run.printed
     assert str(paths.pipeline_root) in printed and report in printed
     assert "| Teacher | 1 |" in printed and all(f"| {m} | 1 |" in printed for m in METHODS)
 

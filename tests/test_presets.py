@@ -6,8 +6,10 @@ from pipelines import presets
 
 
 def test_every_preset_runs_every_seed_method():
-    for name in presets.PRESETS:
-        assert set(presets.resolve(name).methods) == set(methods.REGISTRY)
+    for name in ("smoke", "quick", "seed"):
+        assert set(presets.resolve(name).methods) == set(presets.SEED_METHODS)
+    assert set(methods.REGISTRY) == {*presets.SEED_METHODS, *presets.ZERO_SHOT_METHODS}
+    assert presets.resolve("zero_shot").methods == presets.ZERO_SHOT_METHODS
     assert presets.resolve("seed").method_params == {}  # the seed's 40 initialisation epochs
     assert presets.resolve("quick").trainer_config("student", method="fitnet").method_params == {"init_epochs": 1}
 
@@ -52,5 +54,5 @@ def test_invalid_overrides_fail_with_what_is_valid(overrides, message):
 
 
 def test_unknown_preset_lists_presets():
-    with pytest.raises(presets.PresetError, match="unknown preset 'fast'; valid presets: smoke, quick, seed"):
+    with pytest.raises(presets.PresetError, match="unknown preset 'fast'; valid presets: smoke, quick, seed, zero_shot"):
         presets.resolve("fast")

@@ -13,12 +13,13 @@ from kd_trainer.methods.fsp import FSP
 from kd_trainer.methods.jacobian import JacobianMatching
 from kd_trainer.methods.kd_svd import KDSVD
 from kd_trainer.methods.rkd import RKD
-from kd_trainer.methods.soft_logits import SoftLogits
+from kd_trainer.methods.soft_logits import SoftLogits, SoftLogitsFewShot
+from kd_trainer.methods.zero_shot import ZeroShot
 
 REGISTRY: dict[str, type[DistillationMethod]] = {
     cls.name: cls
     for cls in (SoftLogits, DeepMutualLearning, FitNet, AttentionTransfer, JacobianMatching, ActivationBoundary,
-                FSP, KDSVD, RKD)
+                FSP, KDSVD, RKD, ZeroShot, SoftLogitsFewShot)
 }
 
 

@@ -39,6 +39,8 @@ class DistillationMethod(tf.Module):
     clips_distillation_gradient: ClassVar[bool] = False
     # DML: a trainable peer of the teacher's architecture replaces the frozen teacher.
     trains_peer: ClassVar[bool] = False
+    # Zero-shot KD: the training split holds data impressions (data.IMPRESSION_FEATURES), not CIFAR images.
+    trains_on_impressions: ClassVar[bool] = False
     Params: ClassVar[type] = NoParams
 
     def __init__(self, params: Mapping[str, Any] | None = None):

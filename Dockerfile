@@ -1,0 +1,30 @@
+# The pipeline image for Kubeflow Pipelines / Vertex AI (docs/kubeflow.md): TFX 1.16 with this
+# project installed, every version pinned by requirements/lock.txt as for .venv, so each
+# component finds kd_trainer.run_fn.run_fn, kd_trainer.metrics and components.* by module path.
+# Built and pushed by skaffold (skaffold.yaml); `docker build .` works too.
+ARG BASE_IMAGE=gcr.io/tfx-oss-public/tfx:1.16.0
+FROM ${BASE_IMAGE}
+
+ENV TF_USE_LEGACY_KERAS=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONDONTWRITEBYTECODE=1
+
+WORKDIR /opt/kd-benchmark
+
+# Every pinned version first: this layer is rebuilt only when the lock file changes.
+COPY requirements/lock.txt requirements/lock.txt
+RUN python -m pip install --requirement requirements/lock.txt
+
+# Then the project, constrained by the same lock file (as scripts/setup.sh does).
+COPY pyproject.toml README.md ./
+COPY components components
+COPY kd_trainer kd_trainer
+COPY pipelines pipelines
+RUN python -m pip install --constraint requirements/lock.txt . \
+    && python -c "import kd_trainer.run_fn, kd_trainer.metrics, components.leaderboard"
+
+# Kubeflow may require non-root pods; CIFAR-100 downloads go to this user's ~/.cache.
+RUN useradd --create-home --uid 1000 kd
+USER 1000
+WORKDIR /home/kd
