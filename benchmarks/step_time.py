@@ -7,6 +7,7 @@ train function on an in-memory batch, so the input pipeline is not measured.
 
     .venv/bin/python benchmarks/step_time.py                 # quick and seed model pairs
     .venv/bin/python benchmarks/step_time.py --pairs resnet32:resnet8 --steps 20
+    .venv/bin/python benchmarks/step_time.py --profile --output -   # KD-SVD / RKD breakdown
 
 Writes the table to docs/benchmarks.md (use --output - to print only).
 """
@@ -90,6 +91,49 @@ def benchmark_pair(teacher_name: str, student_name: str, batch: int, warmup: int
     return rows
 
 
+def loss_only_step(method, student_taps: dict, teacher_taps: dict, labels):
+    """The method's loss and its gradient w.r.t. the student's taps, without any network."""
+    @tf.function
+    def step():
+        with tf.GradientTape() as tape:
+            tape.watch(student_taps)
+            terms = method.loss_terms(labels, tf.constant(0.0), student_taps, teacher_taps)
+            total = tf.add_n([v for k, v in terms.items() if k != "ce"])
+        return tape.gradient(total, student_taps)
+    return lambda: [g.numpy() for g in step().values() if g is not None]
+
+
+def profile_pair(teacher_name: str, student_name: str, batch: int, warmup: int, steps: int,
+                 names: tuple[str, ...] = ("kd_svd", "rkd")) -> list[dict]:
+    """Where the time of the methods above their floor goes: the loss alone (forward and
+    backward on fixed taps), and KD-SVD without its per-variable gradient clipping (which
+    needs a second backward pass through the student)."""
+    images = tf.random.normal((batch, *models.INPUT_SHAPE))
+    labels = tf.random.uniform((batch,), 0, models.NUM_CLASSES, tf.int32)
+    student, teacher_net = models.build_model(student_name), models.build_model(teacher_name)
+    student_taps = {k: tf.identity(v) for k, v in student(images).items()}
+    teacher_taps = {k: tf.identity(v) for k, v in teacher_net(images).items()}
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        export.save(teacher_net, folder)
+        teacher, _loaded = export.load_teacher(folder)
+        for name in names:
+            method = methods.create(name)
+            method.build({k: v.shape for k, v in student_taps.items()}, {k: v.shape for k, v in teacher_taps.items()})
+            rows.append({"method": f"{name}: loss + its gradient only", "stage": MAIN_STAGE,
+                         "seconds": median_seconds(loss_only_step(method, student_taps, teacher_taps, labels),
+                                                   warmup, steps)})
+            if methods.method_class(name).clips_distillation_gradient:
+                distiller = distiller_for(student_name, teacher_name, name, teacher, MAIN_STAGE)
+                distiller.method.clips_distillation_gradient = False
+                rows.append({"method": f"{name}: step without gradient clipping", "stage": MAIN_STAGE,
+                             "seconds": median_seconds(train_step_fn(distiller, images, labels), warmup, steps)})
+    for row in rows:
+        row.update(pair=f"{teacher_name} -> {student_name}")
+        print(f"{row['pair']} {row['method']:<45} {1000 * row['seconds']:8.1f} ms", flush=True)
+    return rows
+
+
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
@@ -125,6 +169,12 @@ def markdown(rows: list[dict], batch: int, steps: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+def profile_markdown(rows: list[dict]) -> str:
+    lines = ["| Teacher -> student | Measurement | Time (ms) |", "|---|---|---|"]
+    lines += [f"| {row['pair']} | {row['method']} | {1000 * row['seconds']:.1f} |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pairs", default="resnet32:resnet8,seed_resnet32:seed_resnet8",
@@ -133,12 +183,16 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--steps", type=int, default=7)
     parser.add_argument("--output", default=str(REPO_ROOT / "docs" / "benchmarks.md"), help="'-' prints only")
+    parser.add_argument("--profile", action="store_true", help="only the KD-SVD / RKD time breakdown")
     args = parser.parse_args()
     rows = []
     for pair in args.pairs.split(","):
         teacher_name, student_name = pair.split(":")
-        rows += benchmark_pair(teacher_name, student_name, args.batch, args.warmup, args.steps)
-    table = markdown(rows, args.batch, args.steps)
+        if args.profile:
+            rows += profile_pair(teacher_name, student_name, args.batch, args.warmup, args.steps)
+        else:
+            rows += benchmark_pair(teacher_name, student_name, args.batch, args.warmup, args.steps)
+    table = profile_markdown(rows) if args.profile else markdown(rows, args.batch, args.steps)
     if args.output == "-":
         print(table)
     else:

@@ -20,6 +20,7 @@ and the student's input pipeline treats them like decoded images.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from typing import Callable, Mapping
 
@@ -172,6 +173,8 @@ def generate(teacher: TeacherFn, kernel: np.ndarray, options: ImpressionOptions,
         images.append(data.denormalize(optimised).numpy())
         losses.append(loss.numpy())
         curve += batch_curve.numpy() * len(loss) / options.num_impressions
+        logging.info("Data impressions %d-%d of %d: teacher loss %.4f -> %.4f", start + 1, start + len(loss),
+                     options.num_impressions, batch_curve[0], batch_curve[-1])
     return Impressions(images=np.concatenate(images), targets=targets, classes=classes.astype(np.int64),
                        betas=np.asarray(options.betas, np.float32)[beta_index], final_loss=np.concatenate(losses),
                        loss_curve=curve)

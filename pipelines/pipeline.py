@@ -19,14 +19,13 @@ import json
 
 import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
-from tfx.dsl.components.base import executor_spec
 from tfx.dsl.placeholder import placeholder
 from tfx.types import BaseChannel
 
 from components.cifar_example_gen import CifarExampleGen
 from components.data_impressions import DataImpressions
 from components.leaderboard import Leaderboard
-from components.trainer_executor import DIVERGED_PROPERTY, KDTrainerExecutor
+from components.trainer import DIVERGED_PROPERTY, KDTrainer
 from pipelines.presets import Preset, to_dict
 
 RUN_FN = "kd_trainer.run_fn.run_fn"
@@ -80,14 +79,13 @@ def eval_config(blessing_margin: float | None) -> tfma.EvalConfig:
 def _trainer(preset: Preset, examples: BaseChannel, role: str, component_id: str, code_revision: str,
              trial: int = 1, method: str = "", teacher_model: BaseChannel | None = None):
     config = preset.trainer_config(role, trial=trial, method=method, code_revision=code_revision)
-    return tfx.components.Trainer(
+    return KDTrainer(
         run_fn=RUN_FN, examples=examples, base_model=teacher_model, custom_config=config.to_dict(),
-        custom_executor_spec=executor_spec.ExecutorClassSpec(KDTrainerExecutor),
     ).with_id(component_id)
 
 
 def trained_to_the_end(trainer) -> placeholder.Predicate:
-    """Whether the Trainer's objective stayed finite (see components/trainer_executor.py)."""
+    """Whether the Trainer's objective stayed finite (see components/trainer.py)."""
     return trainer.outputs["model"].future()[0].custom_property(DIVERGED_PROPERTY) == 0
 
 

@@ -151,3 +151,26 @@ def test_real_archive_is_official_cifar100(real_archive):
     fine, coarse = cifar100.load_label_names(real_archive)
     assert fine[:3] == ["apple", "aquarium_fish", "baby"]
     assert tuple(coarse) == cifar100.COARSE_LABEL_NAMES
+
+
+def test_traversal_members_are_never_read_or_written(tmp_path, tiny_archive):
+    """Only the exact `cifar-100-python/<split>` members are read, in memory: a hostile
+    `../` member beside them lands nowhere."""
+    archive = tmp_path / "hostile" / cifar100.ARCHIVE_NAME
+    archive.parent.mkdir()
+    with tarfile.open(tiny_archive, "r:gz") as source, tarfile.open(archive, "w:gz") as tar:
+        for member in source.getmembers():
+            tar.addfile(member, source.extractfile(member) if member.isfile() else None)
+        evil = tarfile.TarInfo("cifar-100-python/../../escaped.txt")
+        evil.size = 4
+        tar.addfile(evil, io.BytesIO(b"evil"))
+    split = cifar100.load_split(archive, "train")
+    assert len(split) == 400
+    assert not list(tmp_path.rglob("escaped.txt"))
+
+
+def test_truncated_archive_is_reported(tmp_path, tiny_archive):
+    archive = tmp_path / cifar100.ARCHIVE_NAME
+    archive.write_bytes(tiny_archive.read_bytes()[: tiny_archive.stat().st_size // 2])
+    with pytest.raises(cifar100.DatasetError, match=f"{archive}: cannot read the archive"):
+        cifar100.load_split(archive, "test")

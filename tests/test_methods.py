@@ -1,5 +1,7 @@
 """Distillation losses against independent NumPy computations of their formulas."""
 
+import re
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -51,3 +53,15 @@ def test_bad_parameters_are_named():
     with pytest.raises(ValueError, match="parameter 'temperature' must be float, got 'hot'"):
         methods.create("soft_logits", {"temperature": "hot"})
     assert methods.create("soft_logits", {"temperature": 4}).params.temperature == 4.0
+
+
+@pytest.mark.parametrize("method, params, message", [
+    ("soft_logits", {"temperature": 0.0}, "parameter 'temperature' must be > 0, got 0.0"),
+    ("soft_logits", {"kd_weight": -0.3}, "parameter 'kd_weight' must be >= 0, got -0.3"),
+    ("soft_logits", {"ce_weight": float("nan")}, "parameter 'ce_weight' must be finite"),
+    ("fitnet", {"init_epochs": -1}, "parameter 'init_epochs' must be >= 0, got -1"),
+    ("kd_svd", {"k": 0}, "parameter 'k' must be > 0, got 0"),
+])
+def test_out_of_range_parameters_are_named(method, params, message):
+    with pytest.raises(ValueError, match=rf"method '{method}': {re.escape(message)}"):
+        methods.create(method, params)

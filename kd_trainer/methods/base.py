@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, ClassVar, Mapping
 
 import tensorflow as tf
@@ -83,6 +84,21 @@ def parse_params(params_class: type, values: Mapping[str, Any], owner: str):
             raise ValueError(f"{owner}: parameter '{key}' must be {expected.__name__}, got {value!r}")
         parsed[key] = value
     params = params_class(**parsed)
-    if getattr(params, "init_epochs", 1) < 0:
-        raise ValueError(f"{owner}: parameter 'init_epochs' must be >= 0, got {params.init_epochs}")
+    for field in fields:
+        problem = _out_of_range(field, getattr(params, field))
+        if problem:
+            raise ValueError(f"{owner}: parameter '{field}' {problem}")
     return params
+
+
+def _out_of_range(name: str, value: Any) -> str | None:
+    """Ranges shared by every method's parameters, by name (loss weights, temperatures, counts)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if not math.isfinite(value):
+        return f"must be finite, got {value}"
+    if name in ("temperature", "beta", "at_beta", "k") and value <= 0:
+        return f"must be > 0, got {value}"
+    if (name in ("weight", "margin", "init_epochs") or name.endswith("_weight")) and value < 0:
+        return f"must be >= 0, got {value}"
+    return None

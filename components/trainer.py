@@ -1,4 +1,4 @@
-"""The Trainer's executor: TFX's GenericExecutor, plus the divergence flag on the model.
+"""The benchmark's Trainer: TFX's Trainer whose executor also flags a diverged model.
 
 run_fn records in `trainer_config.json` whether the objective became NaN/Inf. Publishing
 that as the Model artifact's `diverged` custom property lets the pipeline evaluate (and so
@@ -12,7 +12,9 @@ import os
 from typing import Any
 
 import tensorflow as tf
+from tfx import v1 as tfx
 from tfx.components.trainer.executor import GenericExecutor
+from tfx.dsl.components.base import executor_spec
 from tfx.types import artifact_utils, standard_component_specs
 
 DIVERGED_PROPERTY = "diverged"
@@ -29,3 +31,9 @@ class KDTrainerExecutor(GenericExecutor):
         model.set_int_custom_property(DIVERGED_PROPERTY, int(divergence is not None))
         if divergence is not None:
             model.set_string_custom_property(DIVERGENCE_PROPERTY, json.dumps(divergence, sort_keys=True))
+
+
+class KDTrainer(tfx.components.Trainer):
+    """tfx.components.Trainer (same spec, run_fn contract and outputs) with KDTrainerExecutor."""
+
+    EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(KDTrainerExecutor)
