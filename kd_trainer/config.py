@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Mapping
 
-from kd_trainer import methods, models
+from kd_trainer import methods, model_specs
 
 ROLES = ("teacher", "baseline", "student")
 
@@ -35,8 +36,8 @@ class TrainingConfig:
 
     def problems(self) -> list[str]:
         problems = []
-        if self.model not in models.MODEL_SPECS:
-            problems.append(f"unknown model {self.model!r}; valid: {', '.join(sorted(models.MODEL_SPECS))}")
+        if self.model not in model_specs.MODEL_SPECS:
+            problems.append(f"unknown model {self.model!r}; valid: {', '.join(sorted(model_specs.MODEL_SPECS))}")
         for name in ("epochs", "batch_size", "eval_batch_size"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 problems.append(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
@@ -81,10 +82,10 @@ class TrainerConfig(TrainingConfig):
             problems.append("role 'student' needs a method")
         if self.role != "student" and self.method:
             problems.append(f"role '{self.role}' trains without distillation; method must be empty")
-        if self.teacher_model and self.teacher_model not in models.MODEL_SPECS:
+        if self.teacher_model and self.teacher_model not in model_specs.MODEL_SPECS:
             problems.append(f"unknown teacher_model {self.teacher_model!r}")
-        if self.method and self.method not in methods.REGISTRY:
-            problems.append(f"unknown method {self.method!r}; valid: {', '.join(sorted(methods.REGISTRY))}")
+        if self.method and self.method not in methods.CATALOG:
+            problems.append(f"unknown method {self.method!r}; valid: {', '.join(sorted(methods.CATALOG))}")
         if not isinstance(self.trial, int) or self.trial < 1:
             problems.append(f"trial must be an integer >= 1, got {self.trial!r}")
         return problems
@@ -105,3 +106,40 @@ class TrainerConfig(TrainingConfig):
         values["lr_decay_at"] = list(self.lr_decay_at)
         values["method_params"] = dict(self.method_params)
         return values
+
+
+@dataclasses.dataclass(frozen=True)
+class ImpressionOptions:
+    """How many impressions to synthesise and how (defaults: the paper's, except the count).
+
+    The paper generated 40,000 impressions for CIFAR-10 (80% of its training set); 20,000 is
+    40% of CIFAR-100's, the largest "rate" of the seed author's comparison.
+    """
+
+    num_impressions: int = 20_000
+    iterations: int = 1500
+    learning_rate: float = 0.001
+    batch_size: int = 128
+    temperature: float = 20.0
+    betas: tuple[float, ...] = (1.0, 0.1)
+    image_l2: float = 0.0
+
+    def __post_init__(self):
+        problems = self.problems()
+        if problems:
+            raise ValueError(f"invalid {type(self).__name__}: " + "; ".join(problems))
+
+    def problems(self) -> list[str]:
+        problems = []
+        for name in ("num_impressions", "iterations", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                problems.append(f"{name} must be an integer >= 1, got {value!r}")
+        for name in ("learning_rate", "temperature"):
+            if not math.isfinite(getattr(self, name)) or getattr(self, name) <= 0:
+                problems.append(f"{name} must be > 0, got {getattr(self, name)}")
+        if not self.betas or not all(math.isfinite(b) and b > 0 for b in self.betas):
+            problems.append(f"betas must be a non-empty list of positive concentration scales, got {list(self.betas)}")
+        if not math.isfinite(self.image_l2) or self.image_l2 < 0:
+            problems.append(f"image_l2 must be >= 0, got {self.image_l2}")
+        return problems

@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 from typing import Callable, Mapping
 
 import numpy as np
 import tensorflow as tf
 
 from kd_trainer import data
+from kd_trainer.config import ImpressionOptions
 
 TeacherFn = Callable[[tf.Tensor], Mapping[str, tf.Tensor]]
 # Dirichlet concentrations must be positive; min-max scaling gives each class's least similar
@@ -35,43 +35,6 @@ TeacherFn = Callable[[tf.Tensor], Mapping[str, tf.Tensor]]
 MIN_CONCENTRATION = 1e-6
 # Adam's moment decay rates and epsilon (Kingma & Ba; also Keras' defaults).
 ADAM_BETA_1, ADAM_BETA_2, ADAM_EPSILON = 0.9, 0.999, 1e-8
-
-
-@dataclasses.dataclass(frozen=True)
-class ImpressionOptions:
-    """How many impressions to synthesise and how (defaults: the paper's, except the count).
-
-    The paper generated 40,000 impressions for CIFAR-10 (80% of its training set); 20,000 is
-    40% of CIFAR-100's, the largest "rate" of the seed author's comparison.
-    """
-
-    num_impressions: int = 20_000
-    iterations: int = 1500
-    learning_rate: float = 0.001
-    batch_size: int = 128
-    temperature: float = 20.0
-    betas: tuple[float, ...] = (1.0, 0.1)
-    image_l2: float = 0.0
-
-    def __post_init__(self):
-        problems = self.problems()
-        if problems:
-            raise ValueError(f"invalid {type(self).__name__}: " + "; ".join(problems))
-
-    def problems(self) -> list[str]:
-        problems = []
-        for name in ("num_impressions", "iterations", "batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                problems.append(f"{name} must be an integer >= 1, got {value!r}")
-        for name in ("learning_rate", "temperature"):
-            if not math.isfinite(getattr(self, name)) or getattr(self, name) <= 0:
-                problems.append(f"{name} must be > 0, got {getattr(self, name)}")
-        if not self.betas or not all(math.isfinite(b) and b > 0 for b in self.betas):
-            problems.append(f"betas must be a non-empty list of positive concentration scales, got {list(self.betas)}")
-        if not math.isfinite(self.image_l2) or self.image_l2 < 0:
-            problems.append(f"image_l2 must be >= 0, got {self.image_l2}")
-        return problems
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,9 +16,8 @@ import typing
 from typing import Any
 
 from kd_trainer import methods
-from kd_trainer.config import TrainerConfig, TrainingConfig
-from kd_trainer.impressions import ImpressionOptions
-from kd_trainer.models import NUM_CLASSES
+from kd_trainer.config import ImpressionOptions, TrainerConfig, TrainingConfig
+from kd_trainer.model_specs import NUM_CLASSES
 
 
 class PresetError(ValueError):
@@ -146,18 +145,18 @@ def _zero_shot_problems(preset: Preset) -> list[str]:
 
 def validate(preset: Preset) -> None:
     problems = []
-    unknown_methods = [m for m in preset.methods if m not in methods.REGISTRY]
+    unknown_methods = [m for m in preset.methods if m not in methods.CATALOG]
     if unknown_methods:
-        problems.append(f"unknown method(s) {unknown_methods}; valid: {', '.join(sorted(methods.REGISTRY))}")
+        problems.append(f"unknown method(s) {unknown_methods}; valid: {', '.join(sorted(methods.CATALOG))}")
     if not preset.methods:
         problems.append("methods must name at least one distillation method")
     if len(set(preset.methods)) != len(preset.methods):
         problems.append(f"methods has duplicates: {list(preset.methods)}")
     # Parameters of known methods that a run does not select are kept and ignored, so
     # `--set methods=...` can narrow a preset; unknown names are errors.
-    stray = sorted(set(preset.method_params) - set(methods.REGISTRY))
+    stray = sorted(set(preset.method_params) - set(methods.CATALOG))
     if stray:
-        problems.append(f"method_params for unknown method(s) {stray}; valid: {', '.join(sorted(methods.REGISTRY))}")
+        problems.append(f"method_params for unknown method(s) {stray}; valid: {', '.join(sorted(methods.CATALOG))}")
     if not isinstance(preset.trials, int) or not 1 <= preset.trials <= 100:
         problems.append(f"trials must be an integer in [1, 100], got {preset.trials!r}")
     if not 0 <= preset.blessing_margin < 1:
@@ -175,7 +174,7 @@ def validate(preset: Preset) -> None:
         preset.trainer_config("teacher")
         preset.trainer_config("baseline")
         for method in set(preset.methods) | set(preset.method_params):
-            methods.create(method, preset.method_params.get(method, {}))
+            methods.catalog.check_params(method, preset.method_params.get(method, {}))
     except ValueError as error:
         raise PresetError(f"invalid preset '{preset.name}': {error}") from None
 

@@ -121,7 +121,7 @@ def test_kd_svd_clips_distillation_gradient_per_variable():
 
 
 def test_methods_declare_consistent_stages():
-    for name in methods.REGISTRY:
+    for name in methods.CATALOG:
         two_stage = INIT_STAGE in methods.method_class(name).stages
         method = methods.create(name, {"init_epochs": 3} if two_stage else None)
         stages = method.stage_epochs(7)

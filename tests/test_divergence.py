@@ -36,7 +36,8 @@ class DivergesAtStep(DistillationMethod):
 
 @pytest.fixture
 def diverging_method(monkeypatch):
-    monkeypatch.setitem(methods.REGISTRY, DivergesAtStep.name, DivergesAtStep)
+    monkeypatch.setitem(methods.CATALOG, DivergesAtStep.name,
+                        methods.MethodEntry(DivergesAtStep.name, DivergesAtStep, DivergesAtStep.Params))
     return DivergesAtStep.name
 
 

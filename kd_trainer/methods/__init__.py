@@ -1,35 +1,26 @@
-"""Registry of distillation methods by name (one module per method)."""
+"""Distillation methods by name: one module per method, listed in the TensorFlow-free
+`catalog`; a method's class is imported when a run first asks for it."""
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+import importlib
+from typing import TYPE_CHECKING, Any, Mapping
 
-from kd_trainer.methods.activation_boundary import ActivationBoundary
-from kd_trainer.methods.attention import AttentionTransfer
-from kd_trainer.methods.base import DistillationMethod
-from kd_trainer.methods.dml import DeepMutualLearning
-from kd_trainer.methods.fitnet import FitNet
-from kd_trainer.methods.fsp import FSP
-from kd_trainer.methods.jacobian import JacobianMatching
-from kd_trainer.methods.kd_svd import KDSVD
-from kd_trainer.methods.rkd import RKD
-from kd_trainer.methods.soft_logits import SoftLogits, SoftLogitsFewShot
-from kd_trainer.methods.zero_shot import ZeroShot
+from kd_trainer.methods.catalog import CATALOG, MethodEntry, entry  # noqa: F401 (the package's API)
 
-REGISTRY: dict[str, type[DistillationMethod]] = {
-    cls.name: cls
-    for cls in (SoftLogits, DeepMutualLearning, FitNet, AttentionTransfer, JacobianMatching, ActivationBoundary,
-                FSP, KDSVD, RKD, ZeroShot, SoftLogitsFewShot)
-}
+if TYPE_CHECKING:
+    from kd_trainer.methods.base import DistillationMethod
 
 
 def method_class(name: str) -> type[DistillationMethod]:
-    try:
-        return REGISTRY[name]
-    except KeyError:
-        raise ValueError(f"unknown distillation method {name!r}; valid methods: {', '.join(sorted(REGISTRY))}") from None
+    implementation = entry(name).implementation
+    if isinstance(implementation, str):
+        module, _, attribute = implementation.partition(":")
+        implementation = getattr(importlib.import_module(module), attribute)
+    return implementation
 
 
 def create(name: str, params: Mapping[str, Any] | None = None) -> DistillationMethod:
     """Instantiates the named method with its defaults overridden by `params`."""
     return method_class(name)(params)
+

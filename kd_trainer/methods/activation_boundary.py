@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import tensorflow as tf
 import tf_keras as keras
 
+from kd_trainer.methods import catalog
 from kd_trainer.methods.base import INIT_STAGE, DistillationMethod
 from kd_trainer.methods.soft_logits import softened_kl
 
@@ -40,15 +39,7 @@ class ActivationBoundary(DistillationMethod):
     loss_term_names = ("ab", "ce", "kd")
     stages = (INIT_STAGE, "main")
 
-    @dataclasses.dataclass(frozen=True)
-    class Params:
-        init_epochs: int = 40
-        weight: float = 3e-3
-        margin: float = 1.0
-        preact: bool = True
-        ce_weight: float = 0.7
-        kd_weight: float = 0.3
-        temperature: float = 3.0
+    Params = catalog.ActivationBoundaryParams
 
     def __init__(self, params=None):
         super().__init__(params)

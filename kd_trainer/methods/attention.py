@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import tensorflow as tf
 
+from kd_trainer.methods import catalog
 from kd_trainer.methods.base import DistillationMethod
 
 TAPS = ("stage1", "stage2", "stage3")
@@ -35,9 +34,7 @@ class AttentionTransfer(DistillationMethod):
     teacher_taps = TAPS
     loss_term_names = ("ce", "at")
 
-    @dataclasses.dataclass(frozen=True)
-    class Params:
-        beta: float = 1e3
+    Params = catalog.AttentionTransferParams
 
     def loss_terms(self, labels, cross_entropy, student, teacher, stage="main"):
         return {"ce": cross_entropy, "at": attention_terms(student, teacher, self.params.beta)}

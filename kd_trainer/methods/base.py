@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import dataclasses
-import math
 from typing import Any, ClassVar, Mapping
 
 import tensorflow as tf
+
+from kd_trainer.methods.catalog import NoParams, parse_params
 
 TapDict = Mapping[str, tf.Tensor]
 MAIN_STAGE = "main"
 INIT_STAGE = "init"
 # Pseudo-tap: d logit[true class] / d input, computed by the training loop on request.
 INPUT_GRADIENT = "input_gradient"
-
-
-@dataclasses.dataclass(frozen=True)
-class NoParams:
-    """Hyper-parameters of a method that has none."""
 
 
 class DistillationMethod(tf.Module):
@@ -67,38 +62,3 @@ class DistillationMethod(tf.Module):
         Terms other than "ce" form the distillation part (used for gradient clipping).
         """
         raise NotImplementedError
-
-
-def parse_params(params_class: type, values: Mapping[str, Any], owner: str):
-    """Builds a Params dataclass from a mapping, rejecting unknown keys and wrong types."""
-    fields = {field.name: field for field in dataclasses.fields(params_class)}
-    unknown = sorted(set(values) - set(fields))
-    if unknown:
-        raise ValueError(f"{owner}: unknown parameter(s) {unknown}; valid: {sorted(fields) or 'none'}")
-    parsed = {}
-    for key, value in values.items():
-        expected = type(getattr(params_class(), key))
-        if expected is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-            raise ValueError(f"{owner}: parameter '{key}' must be {expected.__name__}, got {value!r}")
-        parsed[key] = value
-    params = params_class(**parsed)
-    for field in fields:
-        problem = _out_of_range(field, getattr(params, field))
-        if problem:
-            raise ValueError(f"{owner}: parameter '{field}' {problem}")
-    return params
-
-
-def _out_of_range(name: str, value: Any) -> str | None:
-    """Ranges shared by every method's parameters, by name (loss weights, temperatures, counts)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    if not math.isfinite(value):
-        return f"must be finite, got {value}"
-    if name in ("temperature", "beta", "at_beta", "k") and value <= 0:
-        return f"must be > 0, got {value}"
-    if (name in ("weight", "margin", "init_epochs") or name.endswith("_weight")) and value < 0:
-        return f"must be >= 0, got {value}"
-    return None

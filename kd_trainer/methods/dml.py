@@ -7,10 +7,9 @@ teacher (base_model) is not used; the peer has the teacher's architecture.
 
 from __future__ import annotations
 
-import dataclasses
-
 import tensorflow as tf
 
+from kd_trainer.methods import catalog
 from kd_trainer.methods.base import DistillationMethod
 from kd_trainer.methods.soft_logits import softened_kl
 
@@ -25,10 +24,7 @@ class DeepMutualLearning(DistillationMethod):
     loss_term_names = ("ce", "mutual")
     trains_peer = True
 
-    @dataclasses.dataclass(frozen=True)
-    class Params:
-        temperature: float = 1.0
-        weight: float = 1.0
+    Params = catalog.DeepMutualLearningParams
 
     def loss_terms(self, labels, cross_entropy, student, teacher, stage="main"):
         """`teacher` holds the peer's (trainable) outputs; the same D enters both objectives."""

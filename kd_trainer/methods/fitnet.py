@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import tensorflow as tf
 import tf_keras as keras
 
+from kd_trainer.methods import catalog
 from kd_trainer.methods.base import INIT_STAGE, DistillationMethod
 
 TAPS = ("stage1", "stage2", "stage3")
@@ -32,11 +31,7 @@ class FitNet(DistillationMethod):
     loss_term_names = ("hint", "ce")
     stages = (INIT_STAGE, "main")
 
-    @dataclasses.dataclass(frozen=True)
-    class Params:
-        init_epochs: int = 40
-        weight: float = 1.0
-        regressor: bool = False
+    Params = catalog.FitNetParams
 
     def build(self, student_shapes, teacher_shapes):
         self.regressors = {}

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import tensorflow as tf
 
+from kd_trainer.methods import catalog
 from kd_trainer.methods.base import INIT_STAGE, DistillationMethod
 
 TAPS = ("stage1", "stage2", "stage3")
@@ -29,10 +28,7 @@ class FSP(DistillationMethod):
     loss_term_names = ("fsp", "ce")
     stages = (INIT_STAGE, "main")
 
-    @dataclasses.dataclass(frozen=True)
-    class Params:
-        init_epochs: int = 40
-        weight: float = 1e-3
+    Params = catalog.FSPParams
 
     def loss_terms(self, labels, cross_entropy, student, teacher, stage="main"):
         if stage != INIT_STAGE:

@@ -8,11 +8,10 @@ input gradient (double back-propagation).
 
 from __future__ import annotations
 
-import dataclasses
-
 import tensorflow as tf
 
 from kd_trainer.methods.attention import TAPS, attention_terms
+from kd_trainer.methods import catalog
 from kd_trainer.methods.base import INPUT_GRADIENT, DistillationMethod
 
 
@@ -32,10 +31,7 @@ class JacobianMatching(DistillationMethod):
     teacher_taps = (*TAPS, INPUT_GRADIENT)
     loss_term_names = ("ce", "at", "jacobian")
 
-    @dataclasses.dataclass(frozen=True)
-    class Params:
-        at_beta: float = 1e3
-        weight: float = 1.0
+    Params = catalog.JacobianMatchingParams
 
     def loss_terms(self, labels, cross_entropy, student, teacher, stage="main"):
         return {

@@ -14,10 +14,9 @@ vectors are then aligned to the teacher's as in the paper.
 
 from __future__ import annotations
 
-import dataclasses
-
 import tensorflow as tf
 
+from kd_trainer.methods import catalog
 from kd_trainer.methods.base import DistillationMethod
 
 TAPS = ("stage1", "stage2", "stage3")
@@ -73,10 +72,7 @@ class KDSVD(DistillationMethod):
     loss_term_names = ("ce", "svd")
     clips_distillation_gradient = True
 
-    @dataclasses.dataclass(frozen=True)
-    class Params:
-        k: int = 4
-        weight: float = 1.0
+    Params = catalog.KDSVDParams
 
     def loss_terms(self, labels, cross_entropy, student, teacher, stage="main"):
         student_vectors, teacher_vectors = [], []

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import tensorflow as tf
 
+from kd_trainer.methods import catalog
 from kd_trainer.methods.base import DistillationMethod
 
 
@@ -50,12 +49,7 @@ class RKD(DistillationMethod):
     name = "rkd"
     loss_term_names = ("ce", "rkd_distance", "rkd_angle")
 
-    @dataclasses.dataclass(frozen=True)
-    class Params:
-        tap: str = "logits"
-        distance_weight: float = 100.0
-        angle_weight: float = 200.0
-        normalize: bool = True
+    Params = catalog.RKDParams
 
     def __init__(self, params=None):
         super().__init__(params)

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import tensorflow as tf
 
+from kd_trainer.methods import catalog
 from kd_trainer.methods.base import DistillationMethod
 
 
@@ -29,12 +28,7 @@ class SoftLogits(DistillationMethod):
     teacher_taps = ("logits",)
     loss_term_names = ("ce", "kd")
 
-    @dataclasses.dataclass(frozen=True)
-    class Params:
-        temperature: float = 3.0
-        ce_weight: float = 0.7
-        kd_weight: float = 0.3
-        temperature_squared: bool = False
+    Params = catalog.SoftLogitsParams
 
     def loss_terms(self, labels, cross_entropy, student, teacher, stage="main"):
         p = self.params

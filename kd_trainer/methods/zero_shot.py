@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
-
+from kd_trainer.methods import catalog
 from kd_trainer.methods.base import DistillationMethod
 from kd_trainer.methods.soft_logits import softened_kl
 
@@ -25,10 +24,7 @@ class ZeroShot(DistillationMethod):
     loss_term_names = ("kd",)
     trains_on_impressions = True
 
-    @dataclasses.dataclass(frozen=True)
-    class Params:
-        temperature: float = 20.0
-        temperature_squared: bool = True
+    Params = catalog.ZeroShotParams
 
     def __init__(self, params=None):
         super().__init__(params)
