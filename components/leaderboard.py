@@ -12,13 +12,14 @@ Evaluator's ModelEvaluation and ModelBlessing. Each evaluation names the models 
     report.html             all of the above in one self-contained page (no remote resources)
 
 Last / Best follow the seed: the validation accuracy after the final epoch and the
-maximum over the main stage's epochs, each as mean +- std over trials.
+maximum over the main stage's epochs, each as mean ± std over trials.
 """
 
 from __future__ import annotations
 
 import base64
 import csv
+import dataclasses
 import html
 import io
 import json
@@ -39,7 +40,9 @@ from tfx.dsl.components.base import base_component, base_executor, executor_spec
 from tfx.types import standard_artifacts  # noqa: E402
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter  # noqa: E402
 
+from components import published  # noqa: E402
 from components.cifar100 import COARSE_LABEL_NAMES  # noqa: E402
+from kd_trainer.methods import catalog  # noqa: E402
 
 ACCURACY = "sparse_categorical_accuracy"
 TOP5 = "sparse_top_k_categorical_accuracy"
@@ -170,10 +173,12 @@ def aggregate(records: list[dict]) -> list[dict]:
 
 
 def _pm(row: dict, key: str, scale: float = 100.0, signed: bool = False) -> str:
+    """`mean ± std` over trials; the mean alone for one trial (no spread to show)."""
     if key not in row:
         return "failed"
     sign = "+" if signed else ""
-    return f"{scale * row[key]:{sign}.2f} +- {scale * row[f'{key}_std']:.2f}"
+    mean = f"{scale * row[key]:{sign}.2f}"
+    return mean if row["trials"] == 1 else f"{mean} ± {scale * row[f'{key}_std']:.2f}"
 
 
 TABLE_COLUMNS = ["Method", "Trials", "Last acc.", "Best acc.", "Top-1 (TFMA)", "Gain", "Top-5", "Cross-entropy",
@@ -189,9 +194,40 @@ def table_cells(row: dict) -> list[str]:
 
 
 def markdown_table(rows: list[dict]) -> str:
-    lines = ["| " + " | ".join(TABLE_COLUMNS) + " |", "|" + "---|" * len(TABLE_COLUMNS)]
-    lines += ["| " + " | ".join(table_cells(row)) + " |" for row in rows]
-    return "\n".join(lines)
+    return _markdown(TABLE_COLUMNS, [table_cells(row) for row in rows])
+
+
+LITERATURE_COLUMNS = ["Method", "Ours: last", "Ours: best", "Published: last", "Published: best",
+                      "Difference (ours − published)", "Source"]
+
+
+def literature_rows(rows: list[dict], configuration: dict) -> list[list[str]]:
+    """Our Last / Best beside each published figure for the preset's protocol and pair (none if the
+    preset follows no published protocol). Differences compare like with like: last with last, best with best."""
+    protocol = configuration.get("protocol", "")
+    if not protocol:
+        return []
+    label_params = {"teacher": {}, "baseline": {}}
+    for method in configuration.get("methods", []):
+        defaults = dataclasses.asdict(catalog.entry(method).params())
+        label_params[method] = {**defaults, **configuration.get("method_params", {}).get(method, {})}
+    figures = published.beside(protocol, configuration["teacher"]["model"], configuration["student"]["model"],
+                               label_params, published.load())
+    keys = {TEACHER: "teacher", BASELINE: "baseline"}
+    table = []
+    for row in rows:
+        for figure in figures.get(keys.get(row["label"], row["label"]), []):
+            differences = [f"{metric} {100 * row[metric] - value:+.2f}" for metric, value
+                           in (("last", figure.last), ("best", figure.best)) if value is not None and metric in row]
+            table.append([row["label"], _pm(row, "last"), _pm(row, "best"),
+                          "" if figure.last is None else f"{figure.last:.2f}",
+                          "" if figure.best is None else f"{figure.best:.2f}", ", ".join(differences), figure.source])
+    return table
+
+
+def _markdown(columns: list[str], cells: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells])
 
 
 def _png(figure) -> bytes:
@@ -212,10 +248,12 @@ def plot_curves(records: list[dict]) -> bytes:
         values = 100 * np.array([c[:length] for c in curves])
         epochs = np.arange(1, length + 1)
         mean, std = values.mean(axis=0), values.std(axis=0)
-        axes.plot(epochs, mean, label=label, linewidth=2.2 if label in (TEACHER, BASELINE) else 1.4)
+        # A one-epoch curve is a single point: draw it as a marker, or it is invisible.
+        axes.plot(epochs, mean, label=label, linewidth=2.2 if label in (TEACHER, BASELINE) else 1.4,
+                  marker="o" if length == 1 else None)
         axes.fill_between(epochs, mean - std, mean + std, alpha=0.15)
     axes.set(xlabel="epoch (main stage)", ylabel="validation top-1 accuracy (%)",
-             title="Validation accuracy per epoch (mean +- std over trials)")
+             title="Validation accuracy per epoch (mean ± std over trials)")
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8, ncol=2)
     return _png(figure)
@@ -249,12 +287,18 @@ def plot_superclass_gains(records: list[dict]) -> bytes:
     return _png(figure)
 
 
+def _html_table(columns: list[str], cells: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in cells)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
 def html_report(title: str, rows: list[dict], plots: dict[str, bytes], configuration: dict, revisions: list[str]
                 ) -> str:
     """One page, no external resources: inline CSS, plots as data URIs."""
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in TABLE_COLUMNS)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in table_cells(row)) + "</tr>"
-                   for row in rows)
+    literature = literature_rows(rows, configuration)
+    literature_section = (f"<h2>Beside the literature (protocol '{html.escape(configuration['protocol'])}')</h2>"
+                          + _html_table(LITERATURE_COLUMNS, literature)) if literature else ""
     images = "".join(f'<figure><img alt="{html.escape(name)}" src="data:image/png;base64,'
                      f'{base64.b64encode(data).decode()}"></figure>' for name, data in plots.items())
     return f"""<!DOCTYPE html>
@@ -264,11 +308,12 @@ td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:right}}td:first-child{
 img{{max-width:100%}}pre{{background:#f4f4f4;padding:1em;overflow:auto}}</style></head>
 <body><h1>{html.escape(title)}</h1>
 <p>Code revision: <code>{html.escape(", ".join(revisions))}</code>. Last / Best: validation top-1
-accuracy after the final epoch / maximum over the main stage's epochs; mean +- std over trials.
+accuracy after the final epoch / maximum over the main stage's epochs; mean ± std over trials.
 Top-1, top-5, cross-entropy and expected calibration error (ECE, 15 bins): TFMA on the eval split.
 Gain: top-1 minus the baseline student's (same trial). A model whose training loss became
 NaN/Inf is not evaluated (never blessed) and is listed under Failures.</p>
-<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
+{_html_table(TABLE_COLUMNS, [table_cells(row) for row in rows])}
+{literature_section}
 {images}
 <h2>Configuration</h2><pre>{html.escape(json.dumps(configuration, indent=2, sort_keys=True))}</pre>
 </body></html>
@@ -282,10 +327,17 @@ def write_report(output_dir: str, records: list[dict], configuration: dict, titl
     plots = {"val_accuracy.png": plot_curves(records), "gains.png": plot_gains(rows),
              "superclass_gains.png": plot_superclass_gains(records)}
     tf.io.gfile.makedirs(output_dir)
+    literature = literature_rows(rows, configuration)
+    markdown = f"# {title}\n\nCode revision: {', '.join(revisions)}\n\n{markdown_table(rows)}\n"
+    if literature:
+        markdown += (f"\n## Beside the literature (protocol '{configuration['protocol']}')\n\n"
+                     f"{_markdown(LITERATURE_COLUMNS, literature)}\n")
     files = {
-        "leaderboard.md": f"# {title}\n\nCode revision: {', '.join(revisions)}\n\n{markdown_table(rows)}\n",
+        "leaderboard.md": markdown,
         "leaderboard.json": json.dumps({"title": title, "code_revisions": revisions, "configuration": configuration,
-                                        "rows": rows, "models": records}, indent=2, sort_keys=True),
+                                        "rows": rows, "models": records,
+                                        "literature": [dict(zip(LITERATURE_COLUMNS, r)) for r in literature]},
+                                       indent=2, sort_keys=True),
         "report.html": html_report(title, rows, plots, configuration, revisions),
     }
     csv_buffer = io.StringIO()

@@ -27,6 +27,7 @@ class TrainingConfig:
     lr_decay_at: tuple[float, ...] = (0.3, 0.6, 0.8)
     lr_decay_factor: float = 0.1
     momentum: float = 0.9
+    nesterov: bool = True  # the seed's; RepDistiller (the CRD protocol) uses plain momentum
     weight_decay: float = 5e-4
 
     def __post_init__(self):

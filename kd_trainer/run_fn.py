@@ -87,7 +87,7 @@ def _graph_options_for(method) -> Iterator[None]:
 
 
 def _optimizer(config: TrainerConfig, schedule) -> keras.optimizers.Optimizer:
-    return keras.optimizers.SGD(schedule, momentum=config.momentum, nesterov=True)
+    return keras.optimizers.SGD(schedule, momentum=config.momentum, nesterov=config.nesterov)
 
 
 class DivergenceMonitor(keras.callbacks.Callback):

@@ -17,7 +17,7 @@ from typing import Any
 
 from kd_trainer import methods
 from kd_trainer.config import ImpressionOptions, TrainerConfig, TrainingConfig
-from kd_trainer.model_specs import NUM_CLASSES
+from kd_trainer.model_specs import MOBILE_MODELS, MODEL_SPECS, NUM_CLASSES, tap_shapes
 
 
 class PresetError(ValueError):
@@ -111,13 +111,25 @@ class Preset:
     blessing_margin: float = 0.0
     zero_shot: ZeroShotConfig = dataclasses.field(default_factory=ZeroShotConfig)
     resources: ResourcesConfig = dataclasses.field(default_factory=ResourcesConfig)
+    # The published protocol this preset follows (`seed`, `crd`): the report puts the figures
+    # published for it (components/published/) beside ours. Empty: none.
+    protocol: str = ""
+    # RepDistiller trains MobileNet/ShuffleNet students at lr 0.01 instead of 0.05 (train_student.py);
+    # when set, the baseline and the students use it if student.model is one of model_specs.MOBILE_MODELS.
+    mobile_student_learning_rate: float | None = None
 
     def __post_init__(self):
         validate(self)
 
+    def student_training(self) -> TrainingConfig:
+        """The student's (and baseline's) training, with the mobile learning rate where it applies."""
+        if self.mobile_student_learning_rate is not None and self.student.model in MOBILE_MODELS:
+            return dataclasses.replace(self.student, learning_rate=self.mobile_student_learning_rate)
+        return self.student
+
     def trainer_config(self, role: str, trial: int = 1, method: str = "", code_revision: str = "unknown") -> TrainerConfig:
         """The TrainerConfig of one Trainer of this preset (trials get consecutive seeds)."""
-        training = self.teacher if role == "teacher" else self.student
+        training = self.teacher if role == "teacher" else self.student_training()
         return TrainerConfig(role=role, method=method, method_params=self.method_params.get(method, {}),
                              teacher_model=self.teacher.model if role == "student" else "",
                              seed=self.seed + trial - 1, trial=trial, code_revision=code_revision,
@@ -140,6 +152,24 @@ def _zero_shot_problems(preset: Preset) -> list[str]:
         problems.append(f"zero_shot.few_shot_fraction ({preset.zero_shot.few_shot_fraction}) keeps "
                         f"{preset.few_shot_per_class()} training image(s) per class, fewer in all than "
                         f"student.batch_size ({batch})")
+    return problems
+
+
+PROTOCOLS = ("", "seed", "crd")
+
+
+def _pair_problems(preset: Preset) -> list[str]:
+    """Methods that cannot compare this student's taps with this teacher's (unknown models and
+    methods are reported elsewhere)."""
+    models = (preset.student.model, preset.teacher.model)
+    if not all(model in MODEL_SPECS for model in models):
+        return []
+    student, teacher = (tap_shapes(model) for model in models)
+    problems = [problem for method in preset.methods if method in methods.CATALOG
+                for problem in methods.catalog.pair_problems(method, student, teacher)]
+    if problems:
+        problems.append(f"(student {models[0]}, teacher {models[1]}: choose another pair, or drop these methods "
+                        f"with --set methods=[...])")
     return problems
 
 
@@ -167,6 +197,11 @@ def validate(preset: Preset) -> None:
         limit = 500 if key == "train_per_class" else 100
         if value is not None and (not isinstance(value, int) or not 1 <= value <= limit):
             problems.append(f"data.{key} must be null or an integer in [1, {limit}], got {value!r}")
+    if preset.protocol not in PROTOCOLS:
+        problems.append(f"protocol must be one of {PROTOCOLS}, got {preset.protocol!r}")
+    if preset.mobile_student_learning_rate is not None and not 0 < preset.mobile_student_learning_rate <= 10:
+        problems.append(f"mobile_student_learning_rate must be null or in (0, 10], got "
+                        f"{preset.mobile_student_learning_rate}")
     if problems:
         raise PresetError(f"invalid preset '{preset.name}': " + "; ".join(problems))
     # Trainer-level checks (epochs, learning rate, ...) and method parameter names/types.
@@ -183,6 +218,23 @@ def validate(preset: Preset) -> None:
 SEED_METHODS = ("soft_logits", "fitnet", "at", "fsp", "dml", "kd_svd", "ab", "rkd", "jacobian")
 # Zero-shot KD and its few-shot comparison (the pipeline adds their data components).
 ZERO_SHOT_METHODS = ("zero_shot", "soft_logits_fewshot")
+# The CRD paper's (RepDistiller's) method list that this project implements, with their weights in
+# that protocol (scripts/run_cifar_distill.sh: CE 1 and the method's -b; KD: 0.1 CE + 0.9 KL at T 4
+# with T^2), translated to our parameterisations (docs/methods.md, "The crd preset").
+CRD_METHODS = ("soft_logits", "fitnet", "at", "ab", "fsp", "rkd")
+CRD_METHOD_PARAMS = {
+    "soft_logits": {"temperature": 4.0, "ce_weight": 0.1, "kd_weight": 0.9, "temperature_squared": True},
+    # RepDistiller: 1000 * mean((Q_s - Q_t)^2); ours is beta / 2 * the same mean.
+    "at": {"beta": 2000.0},
+    # RepDistiller's ABLoss: 3e-3 * (1/4, 1/2, 1) per tap; ours weight * (1, 2, 4); 30 init epochs, then CE alone.
+    "ab": {"init_epochs": 30, "weight": 7.5e-4, "ce_weight": 1.0, "kd_weight": 0.0},
+    "fsp": {"init_epochs": 30},
+    # RepDistiller's RKDLoss: on the pooled embedding, not L2-normalised, distance 25 / angle 50, -b 1.
+    "rkd": {"tap": "embedding", "distance_weight": 25.0, "angle_weight": 50.0, "normalize": False},
+    "fitnet": {"init_epochs": 30},
+}
+CRD_TRAINING = dict(epochs=240, batch_size=64, learning_rate=0.05, lr_decay_at=(150 / 240, 180 / 240, 210 / 240),
+                    momentum=0.9, nesterov=False, weight_decay=5e-4)
 # Short budgets scale the seed's 40-epoch initialisation stage down to one epoch.
 ONE_EPOCH_INIT = {name: {"init_epochs": 1} for name in ("fitnet", "fsp", "ab")}
 
@@ -217,6 +269,22 @@ PRESETS: dict[str, Preset] = {
             methods=SEED_METHODS,
             trials=5,
             resources=ResourcesConfig(teacher_gpus=1, student_gpus=1),
+            protocol="seed",
+        ),
+        Preset(
+            name="crd",
+            description=("RepDistiller's (CRD paper's) protocol: resnet32x4 -> resnet8x4, 240 epochs, batch 64, "
+                         "SGD momentum 0.9 lr 0.05 x0.1 at 150/180/210, 5 trials (GPU); any CRD-zoo pair "
+                         "with --set teacher.model=... student.model=..."),
+            data=DataConfig(),
+            teacher=TrainingConfig(model="resnet32x4", **CRD_TRAINING),
+            student=TrainingConfig(model="resnet8x4", **CRD_TRAINING),
+            methods=CRD_METHODS,
+            method_params=CRD_METHOD_PARAMS,
+            trials=5,
+            resources=ResourcesConfig(teacher_gpus=1, student_gpus=1),
+            protocol="crd",
+            mobile_student_learning_rate=0.01,
         ),
         Preset(
             name="zero_shot",
@@ -315,7 +383,7 @@ def resolve(name: str, overrides: list[str] | tuple[str, ...] = ()) -> Preset:
         except ValueError as error:  # a nested config rejected the value
             raise PresetError(f"invalid preset '{name}': override '{key}': {error}") from None
     # Checks across fields run once every override is applied, so their order does not matter.
-    problems = _zero_shot_problems(preset)
+    problems = _zero_shot_problems(preset) + _pair_problems(preset)
     if problems:
         raise PresetError(f"invalid preset '{name}': " + "; ".join(problems))
     return preset

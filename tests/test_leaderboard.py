@@ -41,7 +41,7 @@ def test_markdown_table_has_a_row_per_label():
     table = leaderboard.markdown_table(leaderboard.aggregate(RECORDS))
     lines = table.splitlines()
     assert len(lines) == 2 + 3
-    assert lines[4].startswith("| at | 2 | 23.00 +- 4.24 | 23.00 +- 4.24 | 23.00 +- 2.83 | +2.00 +- 4.24 |")
+    assert lines[4].startswith("| at | 2 | 23.00 ± 4.24 | 23.00 ± 4.24 | 23.00 ± 2.83 | +2.00 ± 4.24 |")
     assert "| 1/2 |" in lines[4]
 
 
@@ -53,3 +53,28 @@ def test_report_files_are_written(tmp_path):
         assert (tmp_path / name).stat().st_size > 0
     assert (tmp_path / "val_accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "Code revision: abc" in (tmp_path / "leaderboard.md").read_text()
+
+
+def test_one_trial_shows_the_mean_without_a_spread():
+    teacher_row = leaderboard.aggregate(RECORDS)[0]
+    assert leaderboard.table_cells(teacher_row)[2:4] == ["40.00", "41.00"]
+
+
+SEED_CONFIGURATION = {"protocol": "seed", "teacher": {"model": "seed_resnet32"}, "student": {"model": "seed_resnet8"},
+                      "methods": ["at"], "method_params": {}}
+
+
+def test_literature_table_puts_the_published_figures_beside_ours(tmp_path):
+    rows = leaderboard.aggregate(RECORDS)
+    table = {row[0]: row for row in leaderboard.literature_rows(rows, SEED_CONFIGURATION)}
+    assert set(table) == {"Teacher", "Student (baseline)", "at"}
+    # The seed's AT: 72.31 last / 72.60 best; ours 23.00 / 23.00 (two trials).
+    assert table["at"][3:6] == ["72.31", "72.60", "last -49.31, best -49.60"]
+    assert "sseung0703/KD_methods_with_TF" in table["at"][6]
+    leaderboard.write_report(str(tmp_path), RECORDS, SEED_CONFIGURATION, "Seed")
+    assert "Beside the literature (protocol 'seed')" in (tmp_path / "report.html").read_text()
+    assert "| at | 23.00 ± 4.24 |" in (tmp_path / "leaderboard.md").read_text()
+
+
+def test_no_literature_without_a_protocol():
+    assert leaderboard.literature_rows(leaderboard.aggregate(RECORDS), {"name": "quick"}) == []

@@ -54,5 +54,41 @@ def test_invalid_overrides_fail_with_what_is_valid(overrides, message):
 
 
 def test_unknown_preset_lists_presets():
-    with pytest.raises(presets.PresetError, match="unknown preset 'fast'; valid presets: smoke, quick, seed, zero_shot"):
+    with pytest.raises(presets.PresetError, match="unknown preset 'fast'; valid presets: smoke, quick, seed, crd, zero_shot"):
         presets.resolve("fast")
+
+
+def test_crd_preset_is_repdistillers_recipe():
+    preset = presets.resolve("crd")
+    assert (preset.teacher.model, preset.student.model, preset.trials, preset.protocol) == (
+        "resnet32x4", "resnet8x4", 5, "crd")
+    for training in (preset.teacher, preset.student):
+        assert (training.epochs, training.batch_size, training.learning_rate, training.momentum,
+                training.nesterov, training.weight_decay) == (240, 64, 0.05, 0.9, False, 5e-4)
+    # train_student.py: lr x0.1 once the epoch passes 150, 180, 210.
+    assert preset.trainer_config("student", method="at").decay_epochs() == [150, 180, 210]
+    assert preset.method_params["soft_logits"] == {"temperature": 4.0, "ce_weight": 0.1, "kd_weight": 0.9,
+                                                   "temperature_squared": True}
+
+
+def test_crd_mobile_student_trains_at_a_lower_rate():
+    preset = presets.resolve("crd", ["student.model=mobile_half", "teacher.model=vgg13",
+                                     'methods=["soft_logits", "at"]'])
+    assert preset.trainer_config("baseline").learning_rate == 0.01
+    assert preset.trainer_config("student", method="at").learning_rate == 0.01
+    assert preset.trainer_config("teacher").learning_rate == 0.05
+
+
+def test_a_pair_a_method_cannot_compare_fails_before_anything_runs():
+    with pytest.raises(presets.PresetError, match=r"method 'at' compares taps position by position.*"
+                                                  r"stage1 16x16 vs 32x32.*student mobile_half, teacher resnet32x4"):
+        presets.resolve("crd", ["student.model=mobile_half"])
+    with pytest.raises(presets.PresetError, match=r"method 'fsp' needs equal channel counts.*stage1 16 vs 64"):
+        presets.resolve("crd", ["student.model=resnet20", 'methods=["fsp"]'])
+    # Logit-based methods fit every pair.
+    presets.resolve("crd", ["student.model=mobile_half", 'methods=["soft_logits", "rkd"]'])
+
+
+def test_unknown_model_lists_the_zoo():
+    with pytest.raises(presets.PresetError, match="unknown model 'resnet9'.*mobile_half.*vgg13.*wrn_40_2"):
+        presets.resolve("crd", ["student.model=resnet9"])

@@ -88,23 +88,39 @@ class ZeroShotParams:
     temperature_squared: bool = True
 
 
+STAGE_TAPS = ("stage1", "stage2", "stage3")
+
+
 @dataclasses.dataclass(frozen=True)
 class MethodEntry:
+    """A method: its name, implementing class, hyper-parameters, and the taps whose spatial size
+    (`same_spatial`) or channel count (`same_channels`) must agree between student and teacher
+    because the method compares them without a connector (checked before anything runs)."""
+
     name: str
     implementation: str | type  # "package.module:Class", or the class itself
     params: type = NoParams
+    same_spatial: tuple[str, ...] = ()
+    same_channels: tuple[str, ...] = ()
 
 
 CATALOG: dict[str, MethodEntry] = {entry.name: entry for entry in (
     MethodEntry("soft_logits", "kd_trainer.methods.soft_logits:SoftLogits", SoftLogitsParams),
     MethodEntry("soft_logits_fewshot", "kd_trainer.methods.soft_logits:SoftLogitsFewShot", SoftLogitsParams),
     MethodEntry("dml", "kd_trainer.methods.dml:DeepMutualLearning", DeepMutualLearningParams),
-    MethodEntry("fitnet", "kd_trainer.methods.fitnet:FitNet", FitNetParams),
-    MethodEntry("at", "kd_trainer.methods.attention:AttentionTransfer", AttentionTransferParams),
-    MethodEntry("jacobian", "kd_trainer.methods.jacobian:JacobianMatching", JacobianMatchingParams),
-    MethodEntry("ab", "kd_trainer.methods.activation_boundary:ActivationBoundary", ActivationBoundaryParams),
-    MethodEntry("fsp", "kd_trainer.methods.fsp:FSP", FSPParams),
-    MethodEntry("kd_svd", "kd_trainer.methods.kd_svd:KDSVD", KDSVDParams),
+    # FitNet's regressor maps channels where they differ; it cannot change the spatial size.
+    MethodEntry("fitnet", "kd_trainer.methods.fitnet:FitNet", FitNetParams, same_spatial=STAGE_TAPS),
+    MethodEntry("at", "kd_trainer.methods.attention:AttentionTransfer", AttentionTransferParams,
+                same_spatial=STAGE_TAPS),
+    MethodEntry("jacobian", "kd_trainer.methods.jacobian:JacobianMatching", JacobianMatchingParams,
+                same_spatial=STAGE_TAPS),
+    # AB's connectors (1x1 conv + BN) map channels, not the spatial size.
+    MethodEntry("ab", "kd_trainer.methods.activation_boundary:ActivationBoundary", ActivationBoundaryParams,
+                same_spatial=STAGE_TAPS),
+    # FSP matrices are C_a x C_b: the channel counts of both networks' taps must agree.
+    MethodEntry("fsp", "kd_trainer.methods.fsp:FSP", FSPParams, same_channels=STAGE_TAPS),
+    # KD-SVD's RBF maps between consecutive taps are C_i x C_j x K.
+    MethodEntry("kd_svd", "kd_trainer.methods.kd_svd:KDSVD", KDSVDParams, same_channels=STAGE_TAPS),
     MethodEntry("rkd", "kd_trainer.methods.rkd:RKD", RKDParams),
     MethodEntry("zero_shot", "kd_trainer.methods.zero_shot:ZeroShot", ZeroShotParams),
 )}
@@ -115,6 +131,28 @@ def entry(name: str) -> MethodEntry:
         return CATALOG[name]
     except KeyError:
         raise ValueError(f"unknown distillation method {name!r}; valid methods: {', '.join(sorted(CATALOG))}") from None
+
+
+def pair_problems(name: str, student_shapes: Mapping[str, tuple[int, ...]],
+                  teacher_shapes: Mapping[str, tuple[int, ...]]) -> list[str]:
+    """Why the method cannot compare this student's taps with this teacher's (empty if it can)."""
+    method = entry(name)
+    spatial = [f"{tap} {_size(student_shapes[tap][:-1])} vs {_size(teacher_shapes[tap][:-1])}"
+               for tap in method.same_spatial if student_shapes[tap][:-1] != teacher_shapes[tap][:-1]]
+    channels = [f"{tap} {student_shapes[tap][-1]} vs {teacher_shapes[tap][-1]}"
+                for tap in method.same_channels if student_shapes[tap][-1] != teacher_shapes[tap][-1]]
+    problems = []
+    if spatial:
+        problems.append(f"method '{name}' compares taps position by position, but their spatial sizes differ "
+                        f"(student vs teacher): {', '.join(spatial)}")
+    if channels:
+        problems.append(f"method '{name}' needs equal channel counts, but they differ (student vs teacher): "
+                        f"{', '.join(channels)}")
+    return problems
+
+
+def _size(shape: tuple[int, ...]) -> str:
+    return "x".join(map(str, shape))
 
 
 def check_params(name: str, values: Mapping[str, Any]):
