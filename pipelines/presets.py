@@ -231,7 +231,8 @@ CRD_METHOD_PARAMS = {
     "fsp": {"init_epochs": 30},
     # RepDistiller's RKDLoss: on the pooled embedding, not L2-normalised, distance 25 / angle 50, -b 1.
     "rkd": {"tap": "embedding", "distance_weight": 25.0, "angle_weight": 50.0, "normalize": False},
-    "fitnet": {"init_epochs": 30},
+    # RepDistiller's hint: one stage, CE + 100 * MSE(regressor(stage2_s), stage2_t).
+    "fitnet": {"hint_stage": "main", "taps": "stage2", "regressor": True, "weight": 100.0},
 }
 CRD_TRAINING = dict(epochs=240, batch_size=64, learning_rate=0.05, lr_decay_at=(150 / 240, 180 / 240, 210 / 240),
                     momentum=0.9, nesterov=False, weight_decay=5e-4)

@@ -492,3 +492,21 @@ def test_dml_matches_numpy(params):
     ps, pt = np_softmax(student["logits"] / p["temperature"]), np_softmax(peer["logits"] / p["temperature"])
     got = call(methods.create("dml", params), student, peer, batch=6)
     assert_terms(got, {"ce": CE, "mutual": p["weight"] * (np_kl(pt, ps) + np_kl(ps, pt)) / 2})
+
+
+def test_fitnet_main_stage_variant_is_ce_plus_weighted_hint_on_chosen_taps():
+    """RepDistiller's FitNet (`hint_stage="main"`): one stage, CE + weight * hint of the chosen taps."""
+    rng = np.random.default_rng(21)
+    student, teacher = random_taps(rng), random_taps(rng)
+    method = methods.create("fitnet", {"hint_stage": "main", "taps": "stage2", "weight": 100.0})
+    method.build(tensor_shapes(student), tensor_shapes(teacher))
+    assert method.stage_epochs(7) == {"main": 7}
+    assert_terms(call(method, student, teacher, stage="main"),
+                 {"ce": CE, "hint": 100.0 * np_hint(student["stage2"], teacher["stage2"])})
+
+
+@pytest.mark.parametrize("params, message", [({"hint_stage": "both"}, "'hint_stage' must be 'init' or 'main'"),
+                                             ({"taps": "stage2,stage9"}, "'taps' must be distinct names")])
+def test_fitnet_variant_parameters_are_checked(params, message):
+    with pytest.raises(ValueError, match=message):
+        methods.catalog.check_params("fitnet", params)

@@ -14,6 +14,9 @@ import math
 from typing import Any, Mapping
 
 
+STAGE_TAPS = ("stage1", "stage2", "stage3")
+
+
 @dataclasses.dataclass(frozen=True)
 class NoParams:
     """Hyper-parameters of a method that has none."""
@@ -38,6 +41,18 @@ class FitNetParams:
     init_epochs: int = 40
     weight: float = 1.0
     regressor: bool = False
+    # "init" (the seed): the hint alone in an initialisation stage, then CE. "main" (RepDistiller):
+    # one stage of CE + weight * hint, no initialisation stage.
+    hint_stage: str = "init"
+    taps: str = "stage1,stage2,stage3"  # comma-separated; RepDistiller's hint layer 2 is "stage2"
+
+    def __post_init__(self):
+        if self.hint_stage not in ("init", "main"):
+            raise ValueError(f"method 'fitnet': parameter 'hint_stage' must be 'init' or 'main', got {self.hint_stage!r}")
+        taps = self.taps.split(",")
+        if not taps or len(set(taps)) != len(taps) or not set(taps) <= set(STAGE_TAPS):
+            raise ValueError(f"method 'fitnet': parameter 'taps' must be distinct names among {', '.join(STAGE_TAPS)} "
+                             f"separated by commas, got {self.taps!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,9 +101,6 @@ class RKDParams:
 class ZeroShotParams:
     temperature: float = 20.0
     temperature_squared: bool = True
-
-
-STAGE_TAPS = ("stage1", "stage2", "stage3")
 
 
 @dataclasses.dataclass(frozen=True)
