@@ -6,8 +6,8 @@ Evaluator's ModelEvaluation and ModelBlessing. Each evaluation names the models 
 
     leaderboard.md / .csv   one row per method plus Teacher and Student (baseline)
     leaderboard.json        every number, per model and aggregated
-    val_accuracy.png        validation accuracy per epoch, mean over trials with a +-std band
-    gains.png               top-1 gain over the baseline per method (+-std over trials)
+    val_accuracy.png        validation accuracy per epoch, mean over trials with a ± std band
+    gains.png               top-1 gain over the baseline per method (± std over trials)
     superclass_gains.png    superclass x method heatmap of top-1 gains
     report.html             all of the above in one self-contained page (no remote resources)
 
