@@ -16,7 +16,8 @@ class TrainingConfig:
     """Optimisation of one network (the seed's protocol by default).
 
     The learning rate is multiplied by `lr_decay_factor` after each fraction of `epochs`
-    in `lr_decay_at` (seed: 30/60/80%).
+    in `lr_decay_at` (seed: 30/60/80%). `weight_decay_scope` says which trainable variables
+    weight decay reaches (model_specs.WEIGHT_DECAY_SCOPES; seed: `all`).
     """
 
     model: str
@@ -28,6 +29,7 @@ class TrainingConfig:
     lr_decay_factor: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 5e-4
+    weight_decay_scope: str = "all"
 
     def __post_init__(self):
         problems = self.problems()
@@ -47,6 +49,9 @@ class TrainingConfig:
             problems.append(f"momentum must be in [0, 1), got {self.momentum}")
         if not 0 <= self.weight_decay < 1:
             problems.append(f"weight_decay must be in [0, 1), got {self.weight_decay}")
+        if self.weight_decay_scope not in model_specs.WEIGHT_DECAY_SCOPES:
+            problems.append(f"unknown weight_decay_scope {self.weight_decay_scope!r}; "
+                            f"valid: {', '.join(model_specs.WEIGHT_DECAY_SCOPES)}")
         if not 0 < self.lr_decay_factor <= 1:
             problems.append(f"lr_decay_factor must be in (0, 1], got {self.lr_decay_factor}")
         if list(self.lr_decay_at) != sorted(self.lr_decay_at) or not all(0 < f < 1 for f in self.lr_decay_at):

@@ -28,6 +28,10 @@ MODEL_SPECS: dict[str, ResNetSpec] = {
     "seed_resnet8": _WIDE["resnet8x4"],
     "seed_resnet32": _WIDE["resnet32x4"],
 }
+# Which trainable variables weight decay reaches (TrainingConfig.weight_decay_scope):
+#   all      every trainable variable: conv and dense kernels, BN gamma/beta, the dense bias (the seed)
+#   kernels  conv and dense kernels only (no decay on BN parameters and biases)
+WEIGHT_DECAY_SCOPES = ("all", "kernels")
 TAP_NAMES = tuple(f"stage{i}{suffix}" for i in (1, 2, 3) for suffix in ("_preact", "")) + ("embedding", "logits")
 
 

@@ -163,7 +163,7 @@ def train(config: TrainerConfig, train_files: list[str], eval_files: list[str], 
     steps_per_epoch = num_train // config.batch_size
     eval_batches = data.evaluation_batches(data.load_records(eval_files), config.eval_batch_size)
 
-    student = models.build_model(config.model, config.weight_decay)
+    student = models.build_model(config.model, config.weight_decay, weight_decay_scope=config.weight_decay_scope)
     method = methods.create(config.method, config.method_params) if config.method else None
     teacher, peer = None, None
     if method is not None and method.needs_teacher:
@@ -173,8 +173,9 @@ def train(config: TrainerConfig, train_files: list[str], eval_files: list[str], 
     if method is not None and method.trains_peer:
         if not config.teacher_model:
             raise ValueError(f"method '{config.method}' needs teacher_model (the peer's architecture)")
-        peer = models.build_model(config.teacher_model, config.weight_decay)
-    distiller = Distiller(student, method=method, teacher=teacher, peer=peer)
+        peer = models.build_model(config.teacher_model, config.weight_decay, weight_decay_scope=config.weight_decay_scope)
+    distiller = Distiller(student, method=method, teacher=teacher, peer=peer,
+                          connector_layers=models.layer_factory(config.weight_decay, config.weight_decay_scope))
 
     resume = checkpoints.latest_progress() if checkpoints is not None else None
     recorder = EpochRecorder()

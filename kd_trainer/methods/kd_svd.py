@@ -62,9 +62,10 @@ def rbf_map(first: tf.Tensor, second: tf.Tensor) -> tf.Tensor:
 
 class KDSVD(DistillationMethod):
     """CE + weight * sum over consecutive tap pairs of sum_{C_i, C_j, K} (RBF_s - RBF_t)^2,
-    averaged over the batch. Vectors are scaled by the teacher's normalized singular values.
-    The distillation gradient is clipped per variable to |grad CE| * sigmoid(epoch) by the
-    training loop (`clips_distillation_gradient`)."""
+    summed over the batch (`reduction="batch_sum"`, the seed's nets/Distillation.py:128) or
+    averaged over it (`"batch_mean"`). Vectors are scaled by the teacher's normalized singular values.
+    The distillation gradient is clipped per variable to |grad CE| * sigmoid(epoch) (CE
+    alone, without weight decay, as in the seed) by the training loop (`clips_distillation_gradient`)."""
 
     name = "kd_svd"
     student_taps = TAPS
@@ -86,5 +87,6 @@ class KDSVD(DistillationMethod):
         for i in range(len(TAPS) - 1):
             student_map = rbf_map(student_vectors[i], student_vectors[i + 1])
             teacher_map = tf.stop_gradient(rbf_map(teacher_vectors[i], teacher_vectors[i + 1]))
-            total += tf.reduce_mean(tf.reduce_sum(tf.square(student_map - teacher_map), axis=[1, 2, 3]))
+            per_example = tf.reduce_sum(tf.square(student_map - teacher_map), axis=[1, 2, 3])
+            total += tf.reduce_sum(per_example) if self.params.reduction == "batch_sum" else tf.reduce_mean(per_example)
         return {"ce": cross_entropy, "svd": self.params.weight * total}
