@@ -17,7 +17,9 @@ class TrainingConfig:
 
     The learning rate is multiplied by `lr_decay_factor` after each fraction of `epochs`
     in `lr_decay_at` (seed: 30/60/80%). `weight_decay_scope` says which trainable variables
-    weight decay reaches (model_specs.WEIGHT_DECAY_SCOPES; seed: `all`).
+    weight decay reaches (model_specs.WEIGHT_DECAY_SCOPES; seed: `all`). `one_crop_per_batch`
+    and `reset_momentum_between_stages=False` reproduce seed bugs (one random crop offset for
+    the whole batch; momentum carried over from the initialisation stage; docs/fidelity.md).
     """
 
     model: str
@@ -30,6 +32,8 @@ class TrainingConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     weight_decay_scope: str = "all"
+    one_crop_per_batch: bool = False
+    reset_momentum_between_stages: bool = True
 
     def __post_init__(self):
         problems = self.problems()

@@ -82,6 +82,9 @@ class KDSVDParams:
     weight: float = 1.0
     # batch_sum: squared RBF differences summed over the batch too (the seed); batch_mean: averaged over it.
     reduction: str = _choice("batch_sum", "batch_mean")
+    # per_teacher_vector: slot k takes the student vector closest to teacher vector k (the paper);
+    # seed: the seed's Align_rsv, which indexes student vectors by teacher index (a seed bug).
+    alignment: str = _choice("per_teacher_vector", "seed")
 
 
 @dataclasses.dataclass(frozen=True)
