@@ -16,7 +16,10 @@ class TrainingConfig:
     """Optimisation of one network (the seed's protocol by default).
 
     The learning rate is multiplied by `lr_decay_factor` after each fraction of `epochs`
-    in `lr_decay_at` (seed: 30/60/80%).
+    in `lr_decay_at` (seed: 30/60/80%). `weight_decay_scope` says which trainable variables
+    weight decay reaches (model_specs.WEIGHT_DECAY_SCOPES; seed: `all`). `one_crop_per_batch`
+    and `reset_momentum_between_stages=False` reproduce seed bugs (one random crop offset for
+    the whole batch; momentum carried over from the initialisation stage; docs/fidelity.md).
     """
 
     model: str
@@ -29,6 +32,9 @@ class TrainingConfig:
     momentum: float = 0.9
     nesterov: bool = True  # the seed's; RepDistiller (the CRD protocol) uses plain momentum
     weight_decay: float = 5e-4
+    weight_decay_scope: str = "all"
+    one_crop_per_batch: bool = False
+    reset_momentum_between_stages: bool = True
 
     def __post_init__(self):
         problems = self.problems()
@@ -48,6 +54,9 @@ class TrainingConfig:
             problems.append(f"momentum must be in [0, 1), got {self.momentum}")
         if not 0 <= self.weight_decay < 1:
             problems.append(f"weight_decay must be in [0, 1), got {self.weight_decay}")
+        if self.weight_decay_scope not in model_specs.WEIGHT_DECAY_SCOPES:
+            problems.append(f"unknown weight_decay_scope {self.weight_decay_scope!r}; "
+                            f"valid: {', '.join(model_specs.WEIGHT_DECAY_SCOPES)}")
         if not 0 < self.lr_decay_factor <= 1:
             problems.append(f"lr_decay_factor must be in (0, 1], got {self.lr_decay_factor}")
         if list(self.lr_decay_at) != sorted(self.lr_decay_at) or not all(0 < f < 1 for f in self.lr_decay_at):

@@ -69,15 +69,21 @@ def parse_impressions(serialized: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     return images, tf.cast(features["source_class"], tf.int32)
 
 
-def augment_batch(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+def augment_batch(images: tf.Tensor, seed: tf.Tensor, one_crop_per_batch: bool = False) -> tf.Tensor:
     """Per-image random horizontal flip, 4-pixel reflect pad and random 32x32 crop, for a
-    whole uint8 batch [B, 32, 32, 3] at once (one op per batch instead of per image)."""
+    whole uint8 batch [B, 32, 32, 3] at once (one op per batch instead of per image).
+
+    `one_crop_per_batch` reproduces a seed bug (train_w_distill.py:211-213: `tf.random_crop`
+    of the whole batch): every image of the batch is cropped at the same offset.
+    """
     batch = tf.shape(images)[0]
     flip_seed, crop_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
     flip = tf.random.stateless_uniform([batch], flip_seed) < 0.5
     images = tf.where(flip[:, None, None, None], tf.reverse(images, axis=[2]), images)
     padded = tf.pad(images, [[0, 0], [PAD, PAD], [PAD, PAD], [0, 0]], mode="REFLECT")
-    offsets = tf.random.stateless_uniform([batch, 2], crop_seed, minval=0, maxval=2 * PAD + 1, dtype=tf.int32)
+    offsets = tf.random.stateless_uniform([1 if one_crop_per_batch else batch, 2], crop_seed, minval=0,
+                                          maxval=2 * PAD + 1, dtype=tf.int32)
+    offsets = tf.broadcast_to(offsets, [batch, 2])
     window = tf.range(IMAGE_SHAPE[0])
     rows = offsets[:, :1] + window[None, :]
     cols = offsets[:, 1:] + window[None, :]
@@ -127,7 +133,7 @@ def count(dataset: tf.data.Dataset) -> int:
 
 
 def training_batches(records: tf.data.Dataset, batch_size: int, seed: int, num_examples: int,
-                     first_epoch: int, epochs: int) -> tf.data.Dataset:
+                     first_epoch: int, epochs: int, one_crop_per_batch: bool = False) -> tf.data.Dataset:
     """Epochs `first_epoch` .. `first_epoch + epochs - 1` of shuffled, augmented, normalized
     full batches (the remainder of each epoch is dropped).
 
@@ -142,7 +148,8 @@ def training_batches(records: tf.data.Dataset, batch_size: int, seed: int, num_e
         batches = (tf.data.Dataset.from_tensor_slices((tf.gather(images, order), tf.gather(labels, order)))
                    .batch(batch_size, drop_remainder=True))
         return batches.enumerate().map(
-            lambda step, batch: (normalize(augment_batch(batch[0], tf.stack([epoch_key, step]))), batch[1]),
+            lambda step, batch: (normalize(augment_batch(batch[0], tf.stack([epoch_key, step]), one_crop_per_batch)),
+                                 batch[1]),
             num_parallel_calls=tf.data.AUTOTUNE)
 
     whole_split = records.batch(num_examples, drop_remainder=True)

@@ -14,6 +14,7 @@ from typing import Callable, Mapping
 import tensorflow as tf
 import tf_keras as keras
 
+from kd_trainer import models
 from kd_trainer.methods.base import INPUT_GRADIENT, MAIN_STAGE, DistillationMethod
 
 TeacherFn = Callable[[tf.Tensor], Mapping[str, tf.Tensor]]
@@ -45,14 +46,19 @@ def _add(first: tf.Tensor | None, second: tf.Tensor | None) -> tf.Tensor | None:
 class Distiller(keras.Model):
     """Trains `student` on CE, or on the objective of `method` given a frozen `teacher`.
 
-    `stage` selects the method's stage (retraced at each `compile`). In the initialisation
-    stage the objective is the distillation term alone, without weight decay, and only the
-    variables it reaches move. Metrics: `loss` (the full objective when training, CE when
-    evaluating), `accuracy`, `top5_accuracy`, and one metric per loss term.
+    `stage` selects the method's stage (retraced at each `compile`). A stage's objective is
+    its task terms (the distillation term alone while initialising) plus weight decay; as in
+    the seed (op_util.py:47-55, 76-83), only the variables the task terms reach move, and
+    only those are decayed (e.g. the classifier neither moves nor decays while initialising,
+    nor do AB's connectors afterwards). `connector_layers` (models.layer_factory) gives the
+    method's connectors the student's initializer and weight decay (default: no decay).
+    Metrics: `loss` (the full objective when training, CE when evaluating), `accuracy`,
+    `top5_accuracy`, and one metric per loss term.
     """
 
     def __init__(self, student: keras.Model, method: DistillationMethod | None = None,
-                 teacher: TeacherFn | None = None, peer: keras.Model | None = None, **kwargs):
+                 teacher: TeacherFn | None = None, peer: keras.Model | None = None,
+                 connector_layers: models._Layers | None = None, **kwargs):
         super().__init__(**kwargs)
         if method is not None and method.needs_teacher and teacher is None:
             raise ValueError(f"method '{method.name}' needs a teacher model (the Trainer's base_model)")
@@ -75,6 +81,8 @@ class Distiller(keras.Model):
         term_names = method.loss_term_names if method is not None else ("ce",)
         self.term_trackers = {name: keras.metrics.Mean(name=name) for name in term_names}
         if method is not None:
+            if connector_layers is not None:
+                method.layers = connector_layers
             teacher_shapes = {}
             reference = teacher or peer
             if reference is not None:
@@ -121,48 +129,97 @@ class Distiller(keras.Model):
         extra = list(self.method.trainable_variables) if self.method is not None else []
         return self.student.trainable_variables + extra
 
+    def student_weight_decay_losses(self) -> list[tf.Tensor]:
+        """Weight-decay terms of the student and the method's connectors."""
+        return self.student.losses + (self.method.weight_decay_losses() if self.method is not None else [])
+
     def train_step(self, data):
         images, labels = data
         teacher_taps = self._teacher_taps(images, labels)
-        initialising = self.stage != MAIN_STAGE
         clipping = self.method is not None and self.method.clips_distillation_gradient
-        with tf.GradientTape(persistent=self.peer is not None or clipping) as tape:
+        peer_first = self.peer is not None and self.method.peer_steps_first
+        with tf.GradientTape(persistent=True) as tape:
             student_taps = self._student_taps(images, labels)
-            if self.peer is not None:
+            if peer_first:
+                with tape.stop_recording():
+                    peer_objective = self._peer_step(images, labels, student_taps["logits"])
+                    teacher_taps = self._peer_taps_keeping_statistics(images)
+            elif self.peer is not None:
                 teacher_taps = dict(self.peer(images, training=True))
             ce = cross_entropy(labels, student_taps["logits"])
             if self.method is None:
                 terms = {"ce": ce}
             else:
                 terms = self.method.loss_terms(labels, ce, student_taps, teacher_taps, stage=self.stage)
-            supervised_terms = ([terms["ce"]] if "ce" in terms else []) + ([] if initialising else self.student.losses)
-            supervised = tf.add_n(supervised_terms) if supervised_terms else None
+            supervised = terms.get("ce")
             distillation_terms = [value for name, value in terms.items() if name != "ce"]
             distillation = tf.add_n(distillation_terms) if distillation_terms else None
-            objective = _add(supervised, distillation)
-            if self.peer is not None:
-                peer_objective = (cross_entropy(labels, teacher_taps["logits"]) + tf.add_n(self.peer.losses)
-                                  + distillation)
-        self._record_non_finite(objective if self.peer is None else objective + peer_objective)
+            task = _add(supervised, distillation)
+            if self.peer is not None and not peer_first:
+                peer_task = cross_entropy(labels, teacher_taps["logits"]) + distillation
         variables = self.trainable_student_variables()
         if clipping and supervised is not None and distillation is not None:
-            gradients = self._clipped_gradients(tape, supervised, distillation, variables)
+            task_gradients = self._clipped_gradients(tape, supervised, distillation, variables)
         else:
-            gradients = tape.gradient(objective, variables)
-        # Variables the stage's objective does not reach (e.g. the classifier while
-        # initialising, AB's connectors afterwards) get no gradient and do not move.
+            task_gradients = tape.gradient(task, variables)
+        decay, gradients = self._with_weight_decay(task_gradients, variables, self.student_weight_decay_losses)
+        objective = task + decay
+        if self.peer is not None and not peer_first:
+            peer_variables = self.peer.trainable_variables
+            peer_decay, peer_gradients = self._with_weight_decay(tape.gradient(peer_task, peer_variables),
+                                                                 peer_variables, lambda: self.peer.losses)
+            peer_objective = peer_task + peer_decay
+        self._record_non_finite(objective if self.peer is None else objective + peer_objective)
+        # Variables the stage's task terms do not reach get no gradient and do not move.
         gradients = self._replica_share(gradients)
         self.optimizer.apply_gradients([(g, v) for g, v in zip(gradients, variables) if g is not None])
-        if self.peer is not None:
-            peer_variables = self.peer.trainable_variables
-            self.peer_optimizer.apply_gradients(
-                zip(self._replica_share(tape.gradient(peer_objective, peer_variables)), peer_variables))
+        if self.peer is not None and not peer_first:
+            self.peer_optimizer.apply_gradients(zip(self._replica_share(peer_gradients), peer_variables))
         self.loss_tracker.update_state(objective)
         for name, value in terms.items():
             self.term_trackers[name].update_state(value)
         self.accuracy.update_state(labels, student_taps["logits"])
         self.top5_accuracy.update_state(labels, student_taps["logits"])
         return {m.name: m.result() for m in self.metrics}
+
+    def _peer_step(self, images, labels, student_logits) -> tf.Tensor:
+        """DML, peer first (the seed's first session call, train_w_distill.py:120-124): the
+        peer's SGD step on CE + weight decay + D against the student's current outputs.
+        Returns the peer's objective."""
+        student_logits = tf.stop_gradient(student_logits)
+        with tf.GradientTape() as tape:
+            peer_logits = self.peer(images, training=True)["logits"]
+            peer_terms = self.method.loss_terms(labels, cross_entropy(labels, peer_logits), {"logits": student_logits},
+                                                {"logits": peer_logits}, stage=self.stage)
+            peer_task = tf.add_n(list(peer_terms.values()))
+        variables = self.peer.trainable_variables
+        decay, gradients = self._with_weight_decay(tape.gradient(peer_task, variables), variables,
+                                                   lambda: self.peer.losses)
+        self.peer_optimizer.apply_gradients(zip(self._replica_share(gradients), variables))
+        return peer_task + decay
+
+    def _peer_taps_keeping_statistics(self, images) -> dict[str, tf.Tensor]:
+        """The updated peer's training-mode outputs, for the student's step (the seed's second
+        session call). That call does not run the peer's BN updates, so the moving statistics
+        this forward pass writes are put back."""
+        statistics = self.peer.non_trainable_variables
+        saved = [tf.identity(variable) for variable in statistics]
+        taps = dict(self.peer(images, training=True))
+        with tf.control_dependencies(list(taps.values())):
+            for variable, value in zip(statistics, saved):
+                variable.assign(value)
+        return {name: tf.stop_gradient(value) for name, value in taps.items()}
+
+    @staticmethod
+    def _with_weight_decay(task_gradients: list[tf.Tensor | None], variables: list[tf.Variable], decay_losses
+                           ) -> tuple[tf.Tensor, list[tf.Tensor | None]]:
+        """(weight decay, task gradients plus the decay's gradient): decay reaches only the
+        variables that have a task gradient (the seed, op_util.py:47-55, 76-83)."""
+        with tf.GradientTape() as tape:
+            terms = decay_losses()
+            decay = tf.add_n(terms) if terms else tf.constant(0.0)
+        decay_gradients = tape.gradient(decay, variables)
+        return decay, [None if g is None else _add(g, d) for g, d in zip(task_gradients, decay_gradients)]
 
     def _replica_share(self, gradients: list[tf.Tensor | None]) -> list[tf.Tensor | None]:
         """Under MirroredStrategy the optimizer sums the replicas' gradients, each of the mean
@@ -178,8 +235,9 @@ class Distiller(keras.Model):
                                              self.non_finite_step))
 
     def _clipped_gradients(self, tape, supervised, distillation, variables):
-        """KD-SVD: per variable, the distillation gradient's norm is capped at the supervised
-        gradient's norm times sigmoid(epoch), then the two are added."""
+        """KD-SVD: per variable, the distillation gradient's norm is capped at the CE
+        gradient's norm (weight decay excluded, as in the seed's op_util.py:80) times
+        sigmoid(epoch), then the two are added."""
         supervised_gradients = tape.gradient(supervised, variables)
         distillation_gradients = tape.gradient(distillation, variables)
         ramp = tf.sigmoid(self.epoch)

@@ -118,6 +118,10 @@ MODEL_SPECS: dict[str, NetworkSpec] = {
 }
 # Students that RepDistiller trains at learning rate 0.01 instead of 0.05 (train_student.py).
 MOBILE_MODELS = ("mobile_half",)
+# Which trainable variables weight decay reaches (TrainingConfig.weight_decay_scope):
+#   all      every trainable variable: conv and dense kernels, BN gamma/beta, the dense bias (the seed)
+#   kernels  conv and dense kernels only (no decay on BN parameters and biases)
+WEIGHT_DECAY_SCOPES = ("all", "kernels")
 TAP_NAMES = tuple(f"stage{i}{suffix}" for i in (1, 2, 3) for suffix in ("_preact", "")) + ("embedding", "logits")
 
 

@@ -29,45 +29,84 @@ from __future__ import annotations
 import tf_keras as keras
 
 from kd_trainer.model_specs import (  # noqa: F401 (re-exported: models.MODEL_SPECS etc.)
-    INPUT_SHAPE, MODEL_SPECS, NUM_CLASSES, TAP_NAMES, MobileNetV2Spec, ResNetSpec, VGGSpec, WideResNetSpec,
-    model_spec)
+    INPUT_SHAPE, MODEL_SPECS, NUM_CLASSES, TAP_NAMES, WEIGHT_DECAY_SCOPES, MobileNetV2Spec, ResNetSpec, VGGSpec,
+    WideResNetSpec, model_spec)
 
 BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5
+# Keras' truncated normal is cut at 2 standard deviations; this is the standard deviation of
+# a unit normal so truncated (Keras divides by it to keep the requested variance).
+_TRUNCATED_UNIT_STD = 0.87962566103423978
+# The seed (tf.contrib.layers.variance_scaling_initializer, uniform=False) draws a normal cut
+# at 2 standard deviations with stddev sqrt(1.3 * factor / n).
+_SEED_TRUNCATION_FACTOR = 1.3
+
+
+def seed_initializer(factor: float, mode: str) -> keras.initializers.Initializer:
+    """The seed's initializer: truncated normal (cut at 2 stddev), stddev sqrt(1.3 * factor / n).
+
+    Keras' truncated VarianceScaling uses stddev sqrt(scale / n) / 0.8796..., so this scale
+    gives exactly the seed's standard deviation. A fresh instance per layer: one shared
+    unseeded instance gives identical weights.
+    """
+    scale = _SEED_TRUNCATION_FACTOR * factor * _TRUNCATED_UNIT_STD ** 2
+    return keras.initializers.VarianceScaling(scale, mode=mode, distribution="truncated_normal")
 
 
 class _Layers:
-    """Layer factory sharing the initializer and weight decay of one model."""
+    """Layer factory: the one place that decides the initializer and the weight decay of a
+    network and of the methods' connectors.
 
-    def __init__(self, weight_decay: float):
-        # Weight decay as in the seed: wd * sum(w^2) / 2 over conv and dense kernels.
+    Initializers are the seed's (nets/ResNet.py:11, 63): conv kernels variance scaling 2.0 on
+    fan-out, the dense kernel 1.0 on fan-in, both truncated normal; dense bias zeros. Weight
+    decay is wd * sum(w^2) / 2 (tf.contrib's l2_regularizer) on the variables of
+    `weight_decay_scope` (model_specs.WEIGHT_DECAY_SCOPES): `all` as in the seed, or `kernels`.
+    """
+
+    def __init__(self, weight_decay: float, weight_decay_scope: str = "all"):
+        if weight_decay_scope not in WEIGHT_DECAY_SCOPES:
+            raise ValueError(f"unknown weight_decay_scope {weight_decay_scope!r}; valid: {', '.join(WEIGHT_DECAY_SCOPES)}")
         self.regularizer = keras.regularizers.L2(weight_decay / 2) if weight_decay else None
+        self.decays_all = weight_decay_scope == "all"
 
-    @staticmethod
-    def initializer() -> keras.initializers.Initializer:
-        # A fresh instance per layer: one shared unseeded instance gives identical weights.
-        return keras.initializers.VarianceScaling(2.0, mode="fan_out", distribution="untruncated_normal")
+    def _all_scope_regularizer(self) -> keras.regularizers.Regularizer | None:
+        """The regularizer of BN gamma/beta and biases: decayed only in the `all` scope."""
+        return self.regularizer if self.decays_all else None
+
+    def conv_layer(self, channels: int, kernel: int, stride: int, name: str | None = None,
+                   use_bias: bool = False) -> keras.layers.Conv2D:
+        return keras.layers.Conv2D(channels, kernel, strides=stride, padding="same", use_bias=use_bias,
+                                   kernel_initializer=seed_initializer(2.0, "fan_out"),
+                                   kernel_regularizer=self.regularizer,
+                                   bias_regularizer=self._all_scope_regularizer() if use_bias else None, name=name)
+
+    def bn_layer(self, name: str | None = None) -> keras.layers.BatchNormalization:
+        return keras.layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON,
+                                               gamma_regularizer=self._all_scope_regularizer(),
+                                               beta_regularizer=self._all_scope_regularizer(), name=name)
 
     def conv(self, x, channels: int, kernel: int, stride: int, name: str, use_bias: bool = False):
-        return keras.layers.Conv2D(channels, kernel, strides=stride, padding="same", use_bias=use_bias,
-                                   kernel_initializer=self.initializer(), kernel_regularizer=self.regularizer,
-                                   name=name)(x)
+        return self.conv_layer(channels, kernel, stride, name, use_bias)(x)
 
     def depthwise_conv(self, x, stride: int, name: str):
-        # PyTorch's fan-out init of a depthwise conv counts 3 * 3 * channels outputs; Keras' counts 3 * 3.
-        initializer = keras.initializers.VarianceScaling(2.0 / x.shape[-1], mode="fan_out",
-                                                         distribution="untruncated_normal")
+        # PyTorch's fan-out of a depthwise conv counts 3 * 3 * channels outputs; Keras' counts 3 * 3.
         return keras.layers.DepthwiseConv2D(3, strides=stride, padding="same", use_bias=False,
-                                            depthwise_initializer=initializer,
+                                            depthwise_initializer=seed_initializer(2.0 / x.shape[-1], "fan_out"),
                                             depthwise_regularizer=self.regularizer, name=name)(x)
 
-    @staticmethod
-    def bn(x, name: str):
-        return keras.layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name)(x)
+    def bn(self, x, name: str):
+        return self.bn_layer(name)(x)
 
     def dense(self, x, units: int, name: str):
-        return keras.layers.Dense(units, kernel_initializer=self.initializer(), kernel_regularizer=self.regularizer,
+        return keras.layers.Dense(units, kernel_initializer=seed_initializer(1.0, "fan_in"),
+                                  kernel_regularizer=self.regularizer, bias_regularizer=self._all_scope_regularizer(),
                                   name=name)(x)
+
+
+def layer_factory(weight_decay: float, weight_decay_scope: str = "all") -> _Layers:
+    """The layer factory of a network trained with this weight decay (methods build their
+    connectors with it, so they share the network's initializer and decay)."""
+    return _Layers(weight_decay, weight_decay_scope)
 
 
 def _basic_block(layers: _Layers, x, channels: int, stride: int, name: str):
@@ -180,10 +219,11 @@ def _mobilenet_v2(layers: _Layers, spec: MobileNetV2Spec, images) -> dict:
 _BUILDERS = {ResNetSpec: _resnet, WideResNetSpec: _wide_resnet, VGGSpec: _vgg, MobileNetV2Spec: _mobilenet_v2}
 
 
-def build_model(name: str, weight_decay: float = 5e-4, num_classes: int = NUM_CLASSES) -> keras.Model:
+def build_model(name: str, weight_decay: float = 5e-4, num_classes: int = NUM_CLASSES,
+                weight_decay_scope: str = "all") -> keras.Model:
     """Builds the named network as a functional Keras model returning the tap dict."""
     spec = model_spec(name)
-    layers = _Layers(weight_decay)
+    layers = _Layers(weight_decay, weight_decay_scope)
     images = keras.Input(INPUT_SHAPE, name="images")
     taps = _BUILDERS[type(spec)](layers, spec, images)
     taps["logits"] = layers.dense(taps["embedding"], num_classes, "logits")

@@ -90,6 +90,14 @@ def _optimizer(config: TrainerConfig, schedule) -> keras.optimizers.Optimizer:
     return keras.optimizers.SGD(schedule, momentum=config.momentum, nesterov=config.nesterov)
 
 
+def _carry_momentum(previous: keras.optimizers.Optimizer, current: keras.optimizers.Optimizer) -> None:
+    """The seed's never-reset momentum (train_w_distill.py:159-163, a bug): the main stage starts
+    from the initialisation stage's velocities. Both optimizers are built on the same variables,
+    in the same order. A run resumed exactly at the stage boundary starts from zero velocities."""
+    for velocity, carried in zip(current.momentums, previous.momentums):
+        velocity.assign(carried)
+
+
 class DivergenceMonitor(keras.callbacks.Callback):
     """Stops training soon after the first non-finite objective, and says where it happened.
 
@@ -163,7 +171,7 @@ def train(config: TrainerConfig, train_files: list[str], eval_files: list[str], 
     steps_per_epoch = num_train // config.batch_size
     eval_batches = data.evaluation_batches(data.load_records(eval_files), config.eval_batch_size)
 
-    student = models.build_model(config.model, config.weight_decay)
+    student = models.build_model(config.model, config.weight_decay, weight_decay_scope=config.weight_decay_scope)
     method = methods.create(config.method, config.method_params) if config.method else None
     teacher, peer = None, None
     if method is not None and method.needs_teacher:
@@ -173,8 +181,9 @@ def train(config: TrainerConfig, train_files: list[str], eval_files: list[str], 
     if method is not None and method.trains_peer:
         if not config.teacher_model:
             raise ValueError(f"method '{config.method}' needs teacher_model (the peer's architecture)")
-        peer = models.build_model(config.teacher_model, config.weight_decay)
-    distiller = Distiller(student, method=method, teacher=teacher, peer=peer)
+        peer = models.build_model(config.teacher_model, config.weight_decay, weight_decay_scope=config.weight_decay_scope)
+    distiller = Distiller(student, method=method, teacher=teacher, peer=peer,
+                          connector_layers=models.layer_factory(config.weight_decay, config.weight_decay_scope))
 
     resume = checkpoints.latest_progress() if checkpoints is not None else None
     recorder = EpochRecorder()
@@ -189,13 +198,14 @@ def train(config: TrainerConfig, train_files: list[str], eval_files: list[str], 
         callbacks.append(keras.callbacks.TensorBoard(log_dir=log_dir, update_freq="epoch"))
     stages = method.stage_epochs(config.epochs) if method is not None else {MAIN_STAGE: config.epochs}
     done = 0
+    previous_optimizer = None  # the optimizer of the stage trained just before, in this process
     with _graph_options_for(method):
         for stage, epochs in stages.items():
             if done + epochs <= resumed_after:  # finished before the interruption
                 done += epochs
                 continue
             schedule = stage_schedule(config, stage, steps_per_epoch)
-            # A fresh optimizer per stage (as the seed); compile retraces train_step for the stage.
+            # A fresh optimizer per stage (the seed meant to reset momentum); compile retraces train_step.
             distiller.stage = recorder.stage = stage
             recorder.schedule = schedule
             distiller.compile(optimizer=_optimizer(config, schedule),
@@ -203,6 +213,8 @@ def train(config: TrainerConfig, train_files: list[str], eval_files: list[str], 
                               if peer is not None else None)
             # Built up front with every variable, so checkpoints have the same shape in every run.
             distiller.optimizer.build(distiller.trainable_student_variables())
+            if previous_optimizer is not None and not config.reset_momentum_between_stages:
+                _carry_momentum(previous_optimizer, distiller.optimizer)
             if peer is not None:
                 distiller.peer_optimizer.build(peer.trainable_variables)
             stage_callbacks = list(callbacks)
@@ -217,10 +229,12 @@ def train(config: TrainerConfig, train_files: list[str], eval_files: list[str], 
             first_epoch = max(done, resumed_after)
             monitor.stage_first_epoch = done
             distiller.fit(data.training_batches(train_records, config.batch_size, config.seed, num_train,
-                                                first_epoch=first_epoch, epochs=done + epochs - first_epoch),
+                                                first_epoch=first_epoch, epochs=done + epochs - first_epoch,
+                                                one_crop_per_batch=config.one_crop_per_batch),
                           steps_per_epoch=steps_per_epoch, initial_epoch=first_epoch, epochs=done + epochs,
                           validation_data=eval_batches, callbacks=stage_callbacks, verbose=2)
             done += epochs
+            previous_optimizer = distiller.optimizer
             if monitor.divergence is not None:
                 break
     return TrainingOutcome(student, recorder.epochs, monitor.divergence, resumed_after)

@@ -148,9 +148,9 @@ def np_rbf(vi, vj):
     return np.exp(-(vi[:, None, :] - vj[None, :, :]) ** 2 / 8)
 
 
-def np_kd_svd(student, teacher, k, weight, teacher_signs=None, student_signs=None):
-    """KD-SVD term. `teacher_signs` / `student_signs` ([3, B, K] of +-1) flip the singular vectors
-    returned by np.linalg.svd, whose signs are arbitrary."""
+def np_kd_svd(student, teacher, k, weight, teacher_signs=None, student_signs=None, reduction="batch_sum"):
+    """KD-SVD term, summed (the seed) or averaged over the batch. `teacher_signs` / `student_signs`
+    ([3, B, K] of +-1) flip the singular vectors returned by np.linalg.svd, whose signs are arbitrary."""
     s_vectors, t_vectors = [], []
     for n, tap in enumerate(STAGES):
         t_values, vt = np_svd_knowledge(teacher[tap], k)
@@ -166,7 +166,7 @@ def np_kd_svd(student, teacher, k, weight, teacher_signs=None, student_signs=Non
         per_sample = [np.sum((np_rbf(s_vectors[i][b], s_vectors[i + 1][b])
                               - np_rbf(t_vectors[i][b], t_vectors[i + 1][b])) ** 2)
                       for b in range(len(s_vectors[i]))]
-        total += np.mean(per_sample)
+        total += np.sum(per_sample) if reduction == "batch_sum" else np.mean(per_sample)
     return weight * total
 
 
@@ -290,7 +290,9 @@ def test_rkd_matches_numpy(params, tap, dim):
     p = {"distance_weight": 100.0, "angle_weight": 200.0, "normalize": True, **(params or {})}
     p.pop("tap", None)
     distance, angle = np_rkd(student[tap], teacher[tap], **p)
-    got = call(methods.create("rkd", params), student, teacher, batch=batch)
+    # The paper's normalisation; the seed's is tested in test_fidelity.py.
+    got = call(methods.create("rkd", {**(params or {}), "distance_normalization": "off_diagonal"}),
+               student, teacher, batch=batch)
     assert_terms(got, {"ce": CE, "rkd_distance": distance, "rkd_angle": angle})
 
 
@@ -300,7 +302,8 @@ def test_rkd_handles_duplicate_samples():
     student, teacher = rng.normal(size=(2, 5, 10))
     student[3] = student[1]
     distance, angle = np_rkd(student, teacher, 100.0, 200.0)
-    got = call(methods.create("rkd"), {"logits": student}, {"logits": teacher}, batch=5)
+    got = call(methods.create("rkd", {"distance_normalization": "off_diagonal"}), {"logits": student},
+               {"logits": teacher}, batch=5)
     assert_terms(got, {"ce": CE, "rkd_distance": distance, "rkd_angle": angle})
 
 

@@ -56,7 +56,7 @@ def test_layers_get_independent_initial_weights():
 
 
 def test_weight_decay_is_half_l2_of_kernels():
-    model = models.build_model("resnet8", weight_decay=5e-4)
+    model = models.build_model("resnet8", weight_decay=5e-4, weight_decay_scope="kernels")
     kernels = [l.kernel.numpy() for l in model.layers if hasattr(l, "kernel")]
     expected = 5e-4 / 2 * sum(float(np.sum(k.astype(np.float64) ** 2)) for k in kernels)
     assert float(tf.add_n(model.losses)) == pytest.approx(expected, rel=1e-5)

@@ -10,7 +10,7 @@ def test_every_preset_runs_every_seed_method():
         assert set(presets.resolve(name).methods) == set(presets.SEED_METHODS)
     assert set(methods.CATALOG) == {*presets.SEED_METHODS, *presets.ZERO_SHOT_METHODS}
     assert presets.resolve("zero_shot").methods == presets.ZERO_SHOT_METHODS
-    assert presets.resolve("seed").method_params == {}  # the seed's 40 initialisation epochs
+    assert presets.resolve("seed").method_params == presets.SEED_CONVENTIONS  # no init_epochs: the seed's 40
     assert presets.resolve("quick").trainer_config("student", method="fitnet").method_params == {"init_epochs": 1}
 
 

@@ -27,7 +27,8 @@ def activation_boundary_loss(response: tf.Tensor, teacher: tf.Tensor, margin: fl
 
 class ActivationBoundary(DistillationMethod):
     """Initialisation stage on weight * sum_k w_k * AB loss (w = 1, 2, 4; weight 3e-3) through a
-    trainable connector per tap (1x1 conv without bias + BN), then ce_weight * CE +
+    trainable connector per tap (1x1 conv without bias + BN; as in the seed: BN epsilon 1e-5,
+    the student's initializer and weight decay, nets/Distillation.py:146-147), then ce_weight * CE +
     kd_weight * soft-logits KD at T (0.7 / 0.3, T = 3).
 
     Taps are the pre-ReLU stage outputs, as in the paper (the seed fed post-ReLU features
@@ -51,11 +52,13 @@ class ActivationBoundary(DistillationMethod):
     def build(self, student_shapes, teacher_shapes):
         self.connectors = {}
         for stage, tap in self.tap_names.items():
-            connector = keras.Sequential([
-                keras.layers.Conv2D(teacher_shapes[tap][-1], 1, use_bias=False),
-                keras.layers.BatchNormalization()], name=f"ab_connector_{stage}")
+            connector = keras.Sequential([self.layers.conv_layer(teacher_shapes[tap][-1], 1, 1), self.layers.bn_layer()],
+                                         name=f"ab_connector_{stage}")
             connector.build(student_shapes[tap])
             self.connectors[stage] = connector
+
+    def weight_decay_losses(self):
+        return [loss for connector in self.connectors.values() for loss in connector.losses]
 
     def loss_terms(self, labels, cross_entropy, student, teacher, stage="main"):
         p = self.params

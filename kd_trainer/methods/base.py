@@ -6,6 +6,7 @@ from typing import Any, ClassVar, Mapping
 
 import tensorflow as tf
 
+from kd_trainer import models
 from kd_trainer.methods.catalog import NoParams, parse_params
 
 TapDict = Mapping[str, tf.Tensor]
@@ -35,6 +36,8 @@ class DistillationMethod(tf.Module):
     clips_distillation_gradient: ClassVar[bool] = False
     # DML: a trainable peer of the teacher's architecture replaces the frozen teacher.
     trains_peer: ClassVar[bool] = False
+    # DML: the peer takes its step first and the student's step sees the updated peer.
+    peer_steps_first: bool = False
     # Zero-shot KD: the training split holds data impressions (data.IMPRESSION_FEATURES), not CIFAR images.
     trains_on_impressions: ClassVar[bool] = False
     Params: ClassVar[type] = NoParams
@@ -42,6 +45,12 @@ class DistillationMethod(tf.Module):
     def __init__(self, params: Mapping[str, Any] | None = None):
         super().__init__(name=self.name)
         self.params = parse_params(self.Params, params or {}, f"method '{self.name}'")
+        # Connectors' layer factory; the training loop gives the student's (default: no weight decay).
+        self.layers = models.layer_factory(0.0)
+
+    def weight_decay_losses(self) -> list[tf.Tensor]:
+        """The connectors' weight-decay terms (none by default)."""
+        return []
 
     @property
     def needs_teacher(self) -> bool:

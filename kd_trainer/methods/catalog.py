@@ -30,10 +30,18 @@ class SoftLogitsParams:
     temperature_squared: bool = False
 
 
+def _choice(default: str, *others: str) -> Any:
+    """A string parameter restricted to `default` and `others` (checked by parse_params)."""
+    return dataclasses.field(default=default, metadata={"choices": (default, *others)})
+
+
 @dataclasses.dataclass(frozen=True)
 class DeepMutualLearningParams:
     temperature: float = 1.0
     weight: float = 1.0
+    # sequential: the peer steps first, then the student against the updated peer (the seed,
+    # the paper's Algorithm 1); simultaneous: both step from one forward pass.
+    update_order: str = _choice("sequential", "simultaneous")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,6 +95,11 @@ class FSPParams:
 class KDSVDParams:
     k: int = 4
     weight: float = 1.0
+    # batch_sum: squared RBF differences summed over the batch too (the seed); batch_mean: averaged over it.
+    reduction: str = _choice("batch_sum", "batch_mean")
+    # per_teacher_vector: slot k takes the student vector closest to teacher vector k (the paper);
+    # seed: the seed's Align_rsv, which indexes student vectors by teacher index (a seed bug).
+    alignment: str = _choice("per_teacher_vector", "seed")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,6 +108,9 @@ class RKDParams:
     distance_weight: float = 100.0
     angle_weight: float = 200.0
     normalize: bool = True
+    # all_entries: distances divided by their mean over all B x B entries, the diagonal
+    # floored at 1e-6 (the seed); off_diagonal: over the B^2 - B pairs (the paper).
+    distance_normalization: str = _choice("all_entries", "off_diagonal")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -190,6 +206,10 @@ def parse_params(params_class: type, values: Mapping[str, Any], owner: str):
         parsed[key] = value
     params = params_class(**parsed)
     for field in fields:
+        choices = fields[field].metadata.get("choices")
+        if choices is not None and getattr(params, field) not in choices:
+            raise ValueError(f"{owner}: parameter '{field}' must be one of {', '.join(choices)}, "
+                             f"got {getattr(params, field)!r}")
         problem = _out_of_range(field, getattr(params, field))
         if problem:
             raise ValueError(f"{owner}: parameter '{field}' {problem}")

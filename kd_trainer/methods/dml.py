@@ -3,6 +3,10 @@
 Each step both networks minimise CE + weight decay + D, D = (KL(p_peer||p_s) + KL(p_s||p_peer)) / 2
 at temperature T (seed: 1), and each optimizer moves only its own network. The frozen
 teacher (base_model) is not used; the peer has the teacher's architecture.
+
+`update_order="sequential"` (the seed's two session calls per batch, train_w_distill.py:120-129,
+and the paper's Algorithm 1): the peer steps first, then the student's D is computed against
+the updated peer's outputs on the same batch. `"simultaneous"`: both step from one forward pass.
 """
 
 from __future__ import annotations
@@ -25,6 +29,10 @@ class DeepMutualLearning(DistillationMethod):
     trains_peer = True
 
     Params = catalog.DeepMutualLearningParams
+
+    @property
+    def peer_steps_first(self) -> bool:
+        return self.params.update_order == "sequential"
 
     def loss_terms(self, labels, cross_entropy, student, teacher, stage="main"):
         """`teacher` holds the peer's (trainable) outputs; the same D enters both objectives."""

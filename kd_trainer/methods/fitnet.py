@@ -51,10 +51,13 @@ class FitNet(DistillationMethod):
                 if student_shapes[tap][1:3] != teacher_shapes[tap][1:3]:
                     raise ValueError(f"fitnet: tap '{tap}' has spatial size {student_shapes[tap][1:3]} in the "
                                      f"student and {teacher_shapes[tap][1:3]} in the teacher")
-                self.regressors[tap] = keras.Sequential([
-                    keras.layers.Conv2D(teacher_shapes[tap][-1], 3, padding="same", use_bias=False),
-                    keras.layers.BatchNormalization()], name=f"fitnet_regressor_{tap}")
+                self.regressors[tap] = keras.Sequential(
+                    [self.layers.conv_layer(teacher_shapes[tap][-1], 3, 1), self.layers.bn_layer()],
+                    name=f"fitnet_regressor_{tap}")
                 self.regressors[tap].build(student_shapes[tap])
+
+    def weight_decay_losses(self):
+        return [loss for regressor in self.regressors.values() for loss in regressor.losses]
 
     def loss_terms(self, labels, cross_entropy, student, teacher, stage="main"):
         hint_now = stage == (INIT_STAGE if self.params.hint_stage == INIT_STAGE else MAIN_STAGE)

@@ -55,6 +55,16 @@ def align(student_vectors: tf.Tensor, teacher_vectors: tf.Tensor) -> tf.Tensor:
     return chosen * tf.stop_gradient(tf.where(sign == 0, tf.ones_like(sign), sign))[:, None, :]
 
 
+def seed_align(student_vectors: tf.Tensor, teacher_vectors: tf.Tensor) -> tf.Tensor:
+    """The seed's Align_rsv (nets/SVP.py:82-87), kept to run its bug: M[j, i] = sign(cos) where
+    teacher vector i is student vector j's best |cosine| match, 0 elsewhere, and the student's
+    vectors become V_s M^T, i.e. slot j takes student vector i, an index of the teacher's."""
+    cosine = tf.einsum("bck,bcl->bkl", student_vectors, teacher_vectors)  # [B, K_s, K_t]
+    best = tf.equal(tf.abs(cosine), tf.reduce_max(tf.abs(cosine), axis=2, keepdims=True))
+    mask = tf.stop_gradient(tf.where(best, tf.sign(cosine), tf.zeros_like(cosine)))
+    return tf.matmul(student_vectors, mask, transpose_b=True)
+
+
 def rbf_map(first: tf.Tensor, second: tf.Tensor) -> tf.Tensor:
     """[B, C_i, K], [B, C_j, K] -> [B, C_i, C_j, K]: exp(-(v_i - v_j)^2 / 8)."""
     return tf.exp(-tf.square(first[:, :, None, :] - second[:, None, :, :]) / 8.0)
@@ -62,9 +72,10 @@ def rbf_map(first: tf.Tensor, second: tf.Tensor) -> tf.Tensor:
 
 class KDSVD(DistillationMethod):
     """CE + weight * sum over consecutive tap pairs of sum_{C_i, C_j, K} (RBF_s - RBF_t)^2,
-    averaged over the batch. Vectors are scaled by the teacher's normalized singular values.
-    The distillation gradient is clipped per variable to |grad CE| * sigmoid(epoch) by the
-    training loop (`clips_distillation_gradient`)."""
+    summed over the batch (`reduction="batch_sum"`, the seed's nets/Distillation.py:128) or
+    averaged over it (`"batch_mean"`). Vectors are scaled by the teacher's normalized singular values.
+    The distillation gradient is clipped per variable to |grad CE| * sigmoid(epoch) (CE
+    alone, without weight decay, as in the seed) by the training loop (`clips_distillation_gradient`)."""
 
     name = "kd_svd"
     student_taps = TAPS
@@ -81,10 +92,12 @@ class KDSVD(DistillationMethod):
             _, student_v = svd_knowledge(student[tap], self.params.k)
             scale = teacher_values[:, None, :]
             teacher_vectors.append(teacher_v * scale)
-            student_vectors.append(align(student_v, teacher_v) * scale)
+            aligned = seed_align(student_v, teacher_v) if self.params.alignment == "seed" else align(student_v, teacher_v)
+            student_vectors.append(aligned * scale)
         total = 0.0
         for i in range(len(TAPS) - 1):
             student_map = rbf_map(student_vectors[i], student_vectors[i + 1])
             teacher_map = tf.stop_gradient(rbf_map(teacher_vectors[i], teacher_vectors[i + 1]))
-            total += tf.reduce_mean(tf.reduce_sum(tf.square(student_map - teacher_map), axis=[1, 2, 3]))
+            per_example = tf.reduce_sum(tf.square(student_map - teacher_map), axis=[1, 2, 3])
+            total += tf.reduce_sum(per_example) if self.params.reduction == "batch_sum" else tf.reduce_mean(per_example)
         return {"ce": cross_entropy, "svd": self.params.weight * total}

@@ -32,6 +32,17 @@ def distance_potential(vectors: tf.Tensor) -> tf.Tensor:
     return distances / mean
 
 
+def seed_distance_potential(vectors: tf.Tensor) -> tf.Tensor:
+    """The seed's distance potential (nets/Distillation.py:167-173): distances floored at
+    sqrt(1e-12), the diagonal included, divided by (their mean over the entries > 0, i.e. all
+    B x B of them, + 1e-8)."""
+    squared = tf.reduce_sum(tf.square(vectors), axis=1)
+    gram = tf.matmul(vectors, vectors, transpose_b=True)
+    distances = tf.sqrt(tf.maximum(squared[:, None] + squared[None, :] - 2 * gram, 1e-12))
+    mean = tf.reduce_sum(distances) / tf.reduce_sum(tf.cast(distances > 0, distances.dtype))
+    return distances / (mean + 1e-8)
+
+
 def angle_potential(vectors: tf.Tensor) -> tf.Tensor:
     """[B, B, B]: cosine of the angle at anchor j between (i - j) and (k - j)."""
     differences = tf.math.l2_normalize(vectors[None, :, :] - vectors[:, None, :], axis=2)  # [j, i, d]
@@ -43,7 +54,9 @@ class RKD(DistillationMethod):
 
     Seed: on the logits, weights 100 / 200. The paper (and the seed's later fix) uses the
     pooled embedding with weights 25 / 50: `tap="embedding", distance_weight=25, angle_weight=50`.
-    Vectors are L2-normalized per sample first.
+    Vectors are L2-normalized per sample first. Distance potentials are normalised as in the
+    seed (`distance_normalization="all_entries"`: the B x B entries, the diagonal floored at
+    1e-6) or as in the paper (`"off_diagonal"`: the B^2 - B pairs, the diagonal zero).
     """
 
     name = "rkd"
@@ -61,8 +74,9 @@ class RKD(DistillationMethod):
         s, t = student[self.params.tap], teacher[self.params.tap]
         if self.params.normalize:
             s, t = tf.math.l2_normalize(s, axis=1), tf.math.l2_normalize(t, axis=1)
+        potential = seed_distance_potential if self.params.distance_normalization == "all_entries" else distance_potential
         return {
             "ce": cross_entropy,
-            "rkd_distance": self.params.distance_weight * huber(distance_potential(s), distance_potential(t)),
+            "rkd_distance": self.params.distance_weight * huber(potential(s), potential(t)),
             "rkd_angle": self.params.angle_weight * huber(angle_potential(s), angle_potential(t)),
         }
