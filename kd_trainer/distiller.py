@@ -45,14 +45,16 @@ def _add(first: tf.Tensor | None, second: tf.Tensor | None) -> tf.Tensor | None:
 class Distiller(keras.Model):
     """Trains `student` on CE, or on the objective of `method` given a frozen `teacher`.
 
-    `stage` selects the method's stage (retraced at each `compile`). In the initialisation
+    `epochs`: the run's main-stage epoch count, for methods whose loss follows training
+    progress (DKD's warm-up). `stage` selects the method's stage (retraced at each `compile`). In the initialisation
     stage the objective is the distillation term alone, without weight decay, and only the
     variables it reaches move. Metrics: `loss` (the full objective when training, CE when
     evaluating), `accuracy`, `top5_accuracy`, and one metric per loss term.
     """
 
     def __init__(self, student: keras.Model, method: DistillationMethod | None = None,
-                 teacher: TeacherFn | None = None, peer: keras.Model | None = None, **kwargs):
+                 teacher: TeacherFn | None = None, peer: keras.Model | None = None, epochs: int | None = None,
+                 **kwargs):
         super().__init__(**kwargs)
         if method is not None and method.needs_teacher and teacher is None:
             raise ValueError(f"method '{method.name}' needs a teacher model (the Trainer's base_model)")
@@ -64,7 +66,7 @@ class Distiller(keras.Model):
         self.peer = peer
         self.stage = MAIN_STAGE
         self.peer_optimizer: keras.optimizers.Optimizer | None = None
-        # Read by the gradient clipping of KD-SVD; set by an epoch callback.
+        # Read by the gradient clipping of KD-SVD and DKD's warm-up; set by an epoch callback.
         self.epoch = tf.Variable(0.0, trainable=False, name="epoch")
         # The optimizer step (within the stage) of the first non-finite objective, -1 if none;
         # written in the graph so detecting divergence costs no host sync per step.
@@ -75,6 +77,7 @@ class Distiller(keras.Model):
         term_names = method.loss_term_names if method is not None else ("ce",)
         self.term_trackers = {name: keras.metrics.Mean(name=name) for name in term_names}
         if method is not None:
+            method.follow_training(self.epoch, epochs)
             teacher_shapes = {}
             reference = teacher or peer
             if reference is not None:

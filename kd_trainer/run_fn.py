@@ -30,7 +30,7 @@ CONFIG_FILE = "trainer_config.json"
 
 class EpochRecorder(keras.callbacks.Callback):
     """Collects each epoch's metrics with its stage, learning rate and wall time, and
-    tells the Distiller the epoch number (KD-SVD's gradient-clipping ramp reads it)."""
+    tells the Distiller the epoch number (KD-SVD's gradient-clipping ramp and DKD's warm-up read it)."""
 
     def __init__(self):
         super().__init__()
@@ -174,7 +174,7 @@ def train(config: TrainerConfig, train_files: list[str], eval_files: list[str], 
         if not config.teacher_model:
             raise ValueError(f"method '{config.method}' needs teacher_model (the peer's architecture)")
         peer = models.build_model(config.teacher_model, config.weight_decay)
-    distiller = Distiller(student, method=method, teacher=teacher, peer=peer)
+    distiller = Distiller(student, method=method, teacher=teacher, peer=peer, epochs=config.epochs)
 
     resume = checkpoints.latest_progress() if checkpoints is not None else None
     recorder = EpochRecorder()

@@ -42,6 +42,8 @@ class DistillationMethod(tf.Module):
     def __init__(self, params: Mapping[str, Any] | None = None):
         super().__init__(name=self.name)
         self.params = parse_params(self.Params, params or {}, f"method '{self.name}'")
+        self.epoch: tf.Variable | None = None
+        self.epochs: int | None = None
 
     @property
     def needs_teacher(self) -> bool:
@@ -51,6 +53,13 @@ class DistillationMethod(tf.Module):
     def stage_epochs(self, main_epochs: int) -> dict[str, int]:
         """Epochs per stage, in order."""
         return {stage: (self.params.init_epochs if stage == INIT_STAGE else main_epochs) for stage in self.stages}
+
+    def follow_training(self, epoch: tf.Variable, epochs: int | None) -> None:
+        """Receives the Distiller's epoch counter (0-based, assigned at each epoch's start) and
+        the run's main-stage epoch count (None where unknown), for losses that change during
+        training (DKD's warm-up). Read in the graph, so nothing runs per step in Python."""
+        self.epoch = epoch
+        self.epochs = epochs
 
     def build(self, student_shapes: Mapping[str, tf.TensorShape], teacher_shapes: Mapping[str, tf.TensorShape]) -> None:
         """Creates trainable connectors once the tap shapes are known (none by default)."""
