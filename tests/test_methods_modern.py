@@ -505,7 +505,8 @@ def test_out_of_range_parameters_are_named(method, params, message):
 # --------------------------------------------------------------------------- training signal
 
 @pytest.mark.parametrize("name, params", [
-    ("dkd", {"warmup_fraction": 0.0}), ("dist", {}), ("pkt", {}), ("sp", {}), ("nst", {}), ("cc", {}),
+    ("dkd", {"warmup_fraction": 0.0}), ("dist", {}), ("pkt", {}), ("sp", {}), ("nst", {}),
+    ("cc", {"weight": 100.0}),  # at 0.02 the term is ~1e-6 (docs/methods.md), too small to see in 6 steps
     ("soft_logits", {"logit_standardization": True, "temperature": 2.0, "kd_weight": 9.0, "temperature_squared": True}),
 ])
 def test_training_moves_the_student_toward_the_teacher(name, params):
@@ -523,7 +524,7 @@ def test_training_moves_the_student_toward_the_teacher(name, params):
     connectors_before = [v.numpy().copy() for v in method.trainable_variables]
     distillation = [term for term in method.loss_term_names if term != "ce"]
     history = []
-    for _ in range(8):
+    for _ in range(6):
         logs = distiller.train_on_batch(images, labels, return_dict=True, reset_metrics=True)
         history.append(sum(logs[term] for term in distillation))
     assert np.all(np.isfinite(history))

@@ -42,8 +42,6 @@ class DistillationMethod(tf.Module):
     def __init__(self, params: Mapping[str, Any] | None = None):
         super().__init__(name=self.name)
         self.params = parse_params(self.Params, params or {}, f"method '{self.name}'")
-        self.epoch: tf.Variable | None = None
-        self.epochs: int | None = None
 
     @property
     def needs_teacher(self) -> bool:
@@ -57,9 +55,8 @@ class DistillationMethod(tf.Module):
     def follow_training(self, epoch: tf.Variable, epochs: int | None) -> None:
         """Receives the Distiller's epoch counter (0-based, assigned at each epoch's start) and
         the run's main-stage epoch count (None where unknown), for losses that change during
-        training (DKD's warm-up). Read in the graph, so nothing runs per step in Python."""
-        self.epoch = epoch
-        self.epochs = epochs
+        training (DKD's warm-up), which keep them (read in the graph: no Python work per step).
+        Ignored by default, so other methods' checkpoints do not gain the counter."""
 
     def build(self, student_shapes: Mapping[str, tf.TensorShape], teacher_shapes: Mapping[str, tf.TensorShape]) -> None:
         """Creates trainable connectors once the tap shapes are known (none by default)."""

@@ -59,6 +59,14 @@ class DKD(DistillationMethod):
 
     Params = catalog.DKDParams
 
+    def __init__(self, params=None):
+        super().__init__(params)
+        self.epoch: tf.Variable | None = None
+        self.epochs: int | None = None
+
+    def follow_training(self, epoch, epochs):
+        self.epoch, self.epochs = epoch, epochs
+
     def warmup_factor(self) -> tf.Tensor:
         """min((epoch + 1) / (warmup_fraction * epochs), 1): 1 when there is no warm-up."""
         if self.params.warmup_fraction == 0:
