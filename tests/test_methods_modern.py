@@ -452,8 +452,9 @@ def test_cc_matches_numpy(params, float64_layers):
 
     def reference(s):
         e_s, e_t = embed(method.student_embedding, s), embed(method.teacher_embedding, teacher)
-        loss = np_cc_taylor(e_s, e_t, p.gamma, p.taylor_order) if p.kernel == "taylor_rbf" else np_cc_repdistiller(e_s, e_t)
-        return p.weight * loss
+        if p.kernel == "taylor_rbf":
+            return p.weight * np_cc_taylor(e_s, e_t, p.gamma, p.taylor_order)
+        return p.weight * np_cc_repdistiller(e_s, e_t)
     got = terms_of(method, {"embedding": student}, {"embedding": teacher})
     assert got["cc"] == pytest.approx(reference(student), rel=RTOL)
     assert got["ce"] == pytest.approx(CE, rel=1e-12)

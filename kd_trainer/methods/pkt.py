@@ -38,4 +38,5 @@ class PKT(DistillationMethod):
 
     def loss_terms(self, labels, cross_entropy, student, teacher, stage="main"):
         p = self.params
-        return {"ce": p.ce_weight * cross_entropy, "pkt": p.weight * pkt_loss(student["embedding"], teacher["embedding"])}
+        return {"ce": p.ce_weight * cross_entropy,
+                "pkt": p.weight * pkt_loss(student["embedding"], teacher["embedding"])}
