@@ -483,8 +483,11 @@ def test_cc_embeddings_are_trainable_connectors_initialised_like_torch():
     assert np.abs(kernel).max() <= 1 / math.sqrt(256) and np.abs(kernel).max() > 0.9 / math.sqrt(256)
 
 
-def test_cc_rejects_an_unknown_kernel():
-    with pytest.raises(ValueError, match="method 'cc': parameter 'kernel' must be one of taylor_rbf, repdistiller"):
+def test_cc_rejects_an_unknown_kernel_before_loading_the_method():
+    message = "method 'cc': parameter 'kernel' must be one of taylor_rbf, repdistiller, got 'gaussian'"
+    with pytest.raises(ValueError, match=message):
+        methods.catalog.check_params("cc", {"kernel": "gaussian"})  # what presets and --set run, without TF
+    with pytest.raises(ValueError, match=message):
         methods.create("cc", {"kernel": "gaussian"})
 
 

@@ -134,6 +134,9 @@ class NSTParams:
     weight: float = 50.0
 
 
+CC_KERNELS = ("taylor_rbf", "repdistiller")
+
+
 @dataclasses.dataclass(frozen=True)
 class CCParams:
     """RepDistiller `scripts/run_cifar_distill.sh` (-r 1 -a 0 -b 0.02, --feat_dim 128); the paper's
@@ -144,6 +147,11 @@ class CCParams:
     kernel: str = "taylor_rbf"
     gamma: float = 0.4
     taylor_order: int = 2
+
+    def __post_init__(self):
+        if self.kernel not in CC_KERNELS:
+            raise ValueError(f"method 'cc': parameter 'kernel' must be one of {', '.join(CC_KERNELS)}, "
+                             f"got {self.kernel!r}")
 
 
 @dataclasses.dataclass(frozen=True)

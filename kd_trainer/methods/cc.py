@@ -13,7 +13,6 @@ from kd_trainer.methods import catalog
 from kd_trainer.methods.base import DistillationMethod
 
 TAP = "embedding"  # RepDistiller: feat[-1], the pooled features
-KERNELS = ("taylor_rbf", "repdistiller")
 
 
 def taylor_rbf_correlation(embeddings: tf.Tensor, gamma: float, order: int) -> tf.Tensor:
@@ -58,12 +57,6 @@ class CorrelationCongruence(DistillationMethod):
     loss_term_names = ("ce", "cc")
 
     Params = catalog.CCParams
-
-    def __init__(self, params=None):
-        super().__init__(params)
-        if self.params.kernel not in KERNELS:
-            raise ValueError(f"method 'cc': parameter 'kernel' must be one of {', '.join(KERNELS)}, "
-                             f"got {self.params.kernel!r}")
 
     def build(self, student_shapes, teacher_shapes):
         self.student_embedding = _linear_embedding(int(student_shapes[TAP][-1]), self.params.embedding_dim,
