@@ -30,7 +30,7 @@ CONFIG_FILE = "trainer_config.json"
 
 class EpochRecorder(keras.callbacks.Callback):
     """Collects each epoch's metrics with its stage, learning rate and wall time, and
-    tells the Distiller the epoch number (KD-SVD's gradient-clipping ramp reads it)."""
+    tells the Distiller the epoch number (KD-SVD's gradient-clipping ramp and DKD's warm-up read it)."""
 
     def __init__(self):
         super().__init__()
@@ -183,7 +183,8 @@ def train(config: TrainerConfig, train_files: list[str], eval_files: list[str], 
             raise ValueError(f"method '{config.method}' needs teacher_model (the peer's architecture)")
         peer = models.build_model(config.teacher_model, config.weight_decay, weight_decay_scope=config.weight_decay_scope)
     distiller = Distiller(student, method=method, teacher=teacher, peer=peer,
-                          connector_layers=models.layer_factory(config.weight_decay, config.weight_decay_scope))
+                          connector_layers=models.layer_factory(config.weight_decay, config.weight_decay_scope),
+                          epochs=config.epochs)
 
     resume = checkpoints.latest_progress() if checkpoints is not None else None
     recorder = EpochRecorder()

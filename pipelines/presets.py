@@ -216,6 +216,8 @@ def validate(preset: Preset) -> None:
 
 # The seed project's methods, in the order of its results table.
 SEED_METHODS = ("soft_logits", "fitnet", "at", "fsp", "dml", "kd_svd", "ab", "rkd", "jacobian")
+# Methods of today's CIFAR-100 comparisons (RepDistiller / mdistiller / DIST; docs/methods.md).
+MODERN_METHODS = ("dkd", "dist", "pkt", "sp", "nst", "cc")
 # Zero-shot KD and its few-shot comparison (the pipeline adds their data components).
 ZERO_SHOT_METHODS = ("zero_shot", "soft_logits_fewshot")
 # The CRD paper's (RepDistiller's) method list that this project implements, with their weights in

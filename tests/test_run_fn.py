@@ -123,3 +123,13 @@ def test_augmentation_crops_a_window_of_the_padded_maybe_flipped_image():
     assert 16 < flips < 48 and len(offsets) > 20  # draws differ per image
     again = data.augment_batch(tf.constant(images), tf.constant([1, 2], tf.int64)).numpy()
     np.testing.assert_array_equal(again, augmented)
+
+
+def test_dkd_student_gets_the_runs_epochs_for_its_warmup(tmp_path, teacher_export, example_files):
+    """run_fn hands the Trainer's epochs to the Distiller: without them DKD's warm-up raises."""
+    config = {"role": "student", "method": "dkd", "method_params": {"warmup_fraction": 1.0}, **TRAINING, "epochs": 2}
+    args = fn_args(tmp_path, example_files, "dkd", config, base_model=teacher_export.serving_model_dir)
+    run_fn(args)
+    history = json.load(open(os.path.join(os.path.dirname(args.serving_model_dir), "history.json")))
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert all(h["tckd"] > 0 and h["nckd"] > 0 for h in history)

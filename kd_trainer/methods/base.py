@@ -61,6 +61,12 @@ class DistillationMethod(tf.Module):
         """Epochs per stage, in order."""
         return {stage: (self.params.init_epochs if stage == INIT_STAGE else main_epochs) for stage in self.stages}
 
+    def follow_training(self, epoch: tf.Variable, epochs: int | None) -> None:
+        """Receives the Distiller's epoch counter (0-based, assigned at each epoch's start) and
+        the run's main-stage epoch count (None where unknown), for losses that change during
+        training (DKD's warm-up), which keep them (read in the graph: no Python work per step).
+        Ignored by default, so other methods' checkpoints do not gain the counter."""
+
     def build(self, student_shapes: Mapping[str, tf.TensorShape], teacher_shapes: Mapping[str, tf.TensorShape]) -> None:
         """Creates trainable connectors once the tap shapes are known (none by default)."""
 

@@ -28,6 +28,7 @@ class SoftLogitsParams:
     ce_weight: float = 0.7
     kd_weight: float = 0.3
     temperature_squared: bool = False
+    logit_standardization: bool = False
 
 
 def _choice(default: str, *others: str) -> Any:
@@ -120,6 +121,71 @@ class ZeroShotParams:
 
 
 @dataclasses.dataclass(frozen=True)
+class DKDParams:
+    """mdistiller `engine/cfg.py` (CFG.DKD): CE 1, alpha (target class) 1, beta (non-target) 8, T 4,
+    warm-up over the first 20 of 240 epochs, here as a fraction of the run's epochs."""
+    ce_weight: float = 1.0
+    tckd_weight: float = 1.0
+    nckd_weight: float = 8.0
+    temperature: float = 4.0
+    warmup_fraction: float = 20 / 240
+    logit_standardization: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class DISTParams:
+    """hunto/image_classification_sota `configs/strategies/distill/dist_cifar.yaml` (kd: dist_t4,
+    ori_loss_weight 1, kd_loss_weight 2) with DIST(beta=1, gamma=1, tau=4)."""
+    ce_weight: float = 1.0
+    kd_weight: float = 2.0
+    inter_weight: float = 1.0
+    intra_weight: float = 1.0
+    temperature: float = 4.0
+    logit_standardization: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class PKTParams:
+    """RepDistiller `scripts/run_cifar_distill.sh` (-r 1 -a 0 -b 30000); mdistiller CFG.PKT."""
+    ce_weight: float = 1.0
+    weight: float = 30000.0
+
+
+@dataclasses.dataclass(frozen=True)
+class SPParams:
+    """RepDistiller `scripts/run_cifar_distill.sh` (-r 1 -a 0 -b 3000); mdistiller CFG.SP."""
+    ce_weight: float = 1.0
+    weight: float = 3000.0
+
+
+@dataclasses.dataclass(frozen=True)
+class NSTParams:
+    """RepDistiller `scripts/run_cifar_distill.sh` (-r 1 -a 0 -b 50); mdistiller CFG.NST."""
+    ce_weight: float = 1.0
+    weight: float = 50.0
+
+
+CC_KERNELS = ("taylor_rbf", "repdistiller")
+
+
+@dataclasses.dataclass(frozen=True)
+class CCParams:
+    """RepDistiller `scripts/run_cifar_distill.sh` (-r 1 -a 0 -b 0.02, --feat_dim 128); the paper's
+    Gaussian RBF kernel (gamma 0.4) by its order-2 Taylor expansion."""
+    ce_weight: float = 1.0
+    weight: float = 0.02
+    embedding_dim: int = 128
+    kernel: str = "taylor_rbf"
+    gamma: float = 0.4
+    taylor_order: int = 2
+
+    def __post_init__(self):
+        if self.kernel not in CC_KERNELS:
+            raise ValueError(f"method 'cc': parameter 'kernel' must be one of {', '.join(CC_KERNELS)}, "
+                             f"got {self.kernel!r}")
+
+
+@dataclasses.dataclass(frozen=True)
 class MethodEntry:
     """A method: its name, implementing class, hyper-parameters, and the taps whose spatial size
     (`same_spatial`) or channel count (`same_channels`) must agree between student and teacher
@@ -151,6 +217,12 @@ CATALOG: dict[str, MethodEntry] = {entry.name: entry for entry in (
     MethodEntry("kd_svd", "kd_trainer.methods.kd_svd:KDSVD", KDSVDParams, same_channels=STAGE_TAPS),
     MethodEntry("rkd", "kd_trainer.methods.rkd:RKD", RKDParams),
     MethodEntry("zero_shot", "kd_trainer.methods.zero_shot:ZeroShot", ZeroShotParams),
+    MethodEntry("dkd", "kd_trainer.methods.dkd:DKD", DKDParams),
+    MethodEntry("dist", "kd_trainer.methods.dist:DIST", DISTParams),
+    MethodEntry("pkt", "kd_trainer.methods.pkt:PKT", PKTParams),
+    MethodEntry("sp", "kd_trainer.methods.sp:SimilarityPreserving", SPParams),
+    MethodEntry("nst", "kd_trainer.methods.nst:NST", NSTParams),
+    MethodEntry("cc", "kd_trainer.methods.cc:CorrelationCongruence", CCParams),
 )}
 
 
@@ -222,8 +294,10 @@ def _out_of_range(name: str, value: Any) -> str | None:
         return None
     if not math.isfinite(value):
         return f"must be finite, got {value}"
-    if name in ("temperature", "beta", "at_beta", "k") and value <= 0:
+    if name in ("temperature", "beta", "at_beta", "k", "gamma", "embedding_dim") and value <= 0:
         return f"must be > 0, got {value}"
-    if (name in ("weight", "margin", "init_epochs") or name.endswith("_weight")) and value < 0:
+    if (name in ("weight", "margin", "init_epochs", "taylor_order") or name.endswith("_weight")) and value < 0:
         return f"must be >= 0, got {value}"
+    if name.endswith("_fraction") and not 0 <= value <= 1:
+        return f"must be between 0 and 1, got {value}"
     return None
