@@ -96,6 +96,12 @@ class ForbiddenGlobalError(pickle.UnpicklingError):
     """The pickle references a global outside the allow-list (possible code execution)."""
 
 
+def _text(name: bytes | str, limit: int = 60) -> str:
+    """A dict key or name as text, bounded in length."""
+    text = name.decode("latin1") if isinstance(name, bytes) else name
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _short(value: Any, limit: int = 60) -> str:
     """A bounded description for error messages (hostile values may be huge or deep)."""
     text = repr(value) if isinstance(value, (bytes, str, int, float, bool)) else type(value).__name__
@@ -120,7 +126,8 @@ class _DtypeBuilder:
         self.dtype = np.dtype(spec)
 
     def __setstate__(self, state: Any) -> None:
-        if not isinstance(state, tuple) or len(state) not in (8, 9) or state[2:5] != (None, None, None):
+        if (not isinstance(state, tuple) or len(state) not in (8, 9) or state[2:5] != (None, None, None)
+                or state[5:7] != (-1, -1)):  # no sub-array, names or fields; the spec's own size
             raise pickle.UnpicklingError(f"invalid dtype state {_short(state)}")
         order = state[1].decode("latin1") if isinstance(state[1], bytes) else state[1]
         if order not in ("<", ">", "|", "="):
@@ -194,6 +201,18 @@ class RestrictedUnpickler(pickle._Unpickler):  # the pure-Python unpickler, whos
                 f"contain dicts, lists, strings, ints and NumPy arrays"
             )
         return self.GLOBALS[module, name]
+
+    def field_hint(self) -> str:
+        """`field 'K': ` for the top-level dict key whose value was being built, else ''."""
+        frames = [*self.metastack, self.stack]
+        for depth in range(len(frames) - 1, 0, -1):
+            parent, frame = frames[depth - 1], frames[depth]
+            if parent and isinstance(parent[-1], dict) and frame:  # MARK k1 v1 ... k [value in progress]
+                key = frame[-2] if len(frame) % 2 == 0 else frame[-1]
+                if isinstance(key, (bytes, str)):
+                    return f"field '{_text(key)}': "
+                return ""
+        return ""
 
     def _refuse_shared_container(self) -> None:
         if isinstance(self.stack[-1], _MUTABLE_CONTAINERS):
@@ -292,10 +311,10 @@ def _finished_record(record: dict, origin: str) -> dict:
             raise DatasetError(f"{origin}: key {_short(key)} is not a string")
         name = key.decode("latin1") if isinstance(key, bytes) else key
         if name in result:
-            raise DatasetError(f"{origin}: key '{_short(name)}' appears twice (as a byte string and a string)")
+            raise DatasetError(f"{origin}: key '{_text(name)}' appears twice (as a byte string and a string)")
         if isinstance(value, _ArrayBuilder):
             if value.array is None:
-                raise DatasetError(f"{origin}: field '{_short(name)}' is an array without data")
+                raise DatasetError(f"{origin}: field '{_text(name)}' is an array without data")
             value = value.array
         result[name] = value
     return result
@@ -303,14 +322,16 @@ def _finished_record(record: dict, origin: str) -> dict:
 
 def unpickle(stream: BinaryIO, origin: str) -> dict:
     """Loads one CIFAR pickle (a dict) with the restricted, bounded unpickler."""
+    unpickler = RestrictedUnpickler(stream)
     try:
-        record = RestrictedUnpickler(stream).load()
+        record = unpickler.load()
     except ForbiddenGlobalError as error:
-        raise DatasetError(f"{origin}: {error}") from error
+        raise DatasetError(f"{origin}: {unpickler.field_hint()}{error}") from error
     # Whatever the hostile bytes make the unpickler raise is a property of the file.
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError,
             OverflowError, MemoryError, RecursionError, struct.error) as error:
-        raise DatasetError(f"{origin}: not a readable CIFAR pickle ({_short(error, 200)})") from error
+        raise DatasetError(f"{origin}: {unpickler.field_hint()}not a readable CIFAR pickle "
+                           f"({type(error).__name__}: {str(error)[:200]})") from error
     if not isinstance(record, dict):
         raise DatasetError(f"{origin}: expected a pickled dict, found {type(record).__name__}")
     _check_depth(record, origin)
@@ -477,7 +498,7 @@ def _read_archive_members(source: str, names: tuple[str, ...], verify_checksums:
     try:
         with _open(source) as raw, gzip.GzipFile(fileobj=raw, mode="rb") as unzipped:
             stream = _BoundedStream(unzipped, source)
-            with tarfile.open(fileobj=stream, mode="r|", tarinfo=_BoundedTarInfo) as archive:
+            with tarfile.open(fileobj=stream, mode="r|", tarinfo=_BoundedTarInfo, bufsize=1 << 20) as archive:
                 for count, member in enumerate(archive, start=1):
                     if count > MAX_ARCHIVE_MEMBERS:
                         raise DatasetError(f"{source}: more than {MAX_ARCHIVE_MEMBERS} members "
