@@ -144,11 +144,15 @@ def test_stratified_subsample_is_balanced_deterministic_and_nested():
 
 
 def test_real_archive_is_official_cifar100(real_archive):
+    """The project's re-packed copy passes every check, checksums included; its labels give
+    the fine->coarse mapping the reader enforces."""
     for split, per_class in (("train", 500), ("test", 100)):
-        loaded = cifar100.load_split(real_archive, split)
+        loaded = cifar100.load_split(real_archive, split, verify_checksums=True)
         cifar100.check_official_sizes(loaded, split, str(real_archive))
         assert np.bincount(loaded.coarse_labels).tolist() == [5 * per_class] * 20
-    fine, coarse = cifar100.load_label_names(real_archive)
+        mapping = {(int(f), int(c)) for f, c in zip(loaded.fine_labels, loaded.coarse_labels)}
+        assert sorted(mapping) == list(enumerate(cifar100.COARSE_OF_FINE))
+    fine, coarse = cifar100.load_label_names(real_archive, verify_checksums=True)
     assert fine[:3] == ["apple", "aquarium_fish", "baby"]
     assert tuple(coarse) == cifar100.COARSE_LABEL_NAMES
 

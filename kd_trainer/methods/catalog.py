@@ -13,6 +13,8 @@ import dataclasses
 import math
 from typing import Any, Mapping
 
+from kd_trainer import model_specs
+
 
 @dataclasses.dataclass(frozen=True)
 class NoParams:
@@ -72,6 +74,14 @@ class FSPParams:
 class KDSVDParams:
     k: int = 4
     weight: float = 1.0
+
+    def model_problems(self, student: model_specs.ResNetSpec, teacher: model_specs.ResNetSpec) -> list[str]:
+        """k singular vectors of a [HW, C] map need k <= C at every tap of both networks."""
+        channels = min(min(student.stage_channels), min(teacher.stage_channels))
+        if self.k > channels:
+            return [f"method 'kd_svd': parameter 'k' must be at most {channels} (the fewest channels at a "
+                    f"tap of the student or the teacher), got {self.k}"]
+        return []
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,14 +156,36 @@ def parse_params(params_class: type, values: Mapping[str, Any], owner: str):
     return params
 
 
+def model_problems(name: str, params: Any, student_model: str, teacher_model: str) -> list[str]:
+    """Checks of a method's parameters against the networks (a Params class may define
+    `model_problems(student_spec, teacher_spec)`, e.g. KD-SVD's k against the channel count)."""
+    check = getattr(params, "model_problems", None)
+    if check is None:
+        return []
+    return check(model_specs.model_spec(student_model), model_specs.model_spec(teacher_model))
+
+
+# Ranges shared by every method's parameters, by name: (low, high), inclusive. Wide enough
+# for any published setting, narrow enough to catch typos (temperature=1e-300, weight=1e308).
+MAX_LOSS_WEIGHT = 1e6
+_RANGES = {
+    "temperature": (1e-2, 1e3),
+    "beta": (1e-12, MAX_LOSS_WEIGHT),
+    "at_beta": (1e-12, MAX_LOSS_WEIGHT),
+    "k": (1, 1024),
+    "margin": (0, 1e3),
+    "init_epochs": (0, 1000),
+}
+
+
 def _out_of_range(name: str, value: Any) -> str | None:
     """Ranges shared by every method's parameters, by name (loss weights, temperatures, counts)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     if not math.isfinite(value):
         return f"must be finite, got {value}"
-    if name in ("temperature", "beta", "at_beta", "k") and value <= 0:
-        return f"must be > 0, got {value}"
-    if (name in ("weight", "margin", "init_epochs") or name.endswith("_weight")) and value < 0:
-        return f"must be >= 0, got {value}"
+    low, high = _RANGES.get(name, (0, MAX_LOSS_WEIGHT) if name == "weight" or name.endswith("_weight") else
+                            (-math.inf, math.inf))
+    if not low <= value <= high:
+        return f"must be in [{low:g}, {high:g}], got {value}"
     return None
