@@ -549,7 +549,9 @@ def load_split(source: str | os.PathLike, split: str, verify_checksums: bool = F
     if split not in SPLIT_SIZES:
         raise ValueError(f"split must be one of {sorted(SPLIT_SIZES)}, got {split!r}")
     payload, origin = _read_members(source, (split,), verify_checksums)[split]
-    return _validated_split(unpickle(io.BytesIO(payload), origin), origin, split)
+    record = unpickle(io.BytesIO(payload), origin)
+    del payload  # the arrays hold their own copy: 155 MB less at the peak for the train split
+    return _validated_split(record, origin, split)
 
 
 def load_label_names(source: str | os.PathLike, verify_checksums: bool = False) -> tuple[list[str], list[str]]:

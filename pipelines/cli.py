@@ -24,9 +24,9 @@ from pipelines import presets
 
 
 def _run(args: argparse.Namespace) -> int:
+    preset = presets.resolve(args.preset, args.overrides)  # configuration errors answer before TF loads
     from pipelines import local_runner, results
 
-    preset = presets.resolve(args.preset, args.overrides)
     paths = local_runner.local_paths(preset, args.output_dir)
     args.log_dir = paths.output_dir / paths.pipeline_name / "logs"
     print(f"kd: running preset '{preset.name}' -> {paths.pipeline_root}", flush=True)
@@ -170,6 +170,7 @@ def parser() -> argparse.ArgumentParser:
 _USAGE_ERRORS = ("PresetError", "OptionError")
 _INPUT_ERRORS = (*_USAGE_ERRORS, "DatasetError", "RunFolderError")
 # "module.DatasetError: message" as it appears in the text of an exception Beam re-raised.
+_BEAM_STEP = re.compile(r"(?: \[while running '[^']*'\])+$")
 _EMBEDDED_ERROR = re.compile(rf"^(?:[\w.]+\.)?({'|'.join(_INPUT_ERRORS)}): (.+?)(?: \[while running '[^']*'\])*$",
                              re.MULTILINE)
 
@@ -183,8 +184,8 @@ def _input_error(error: BaseException) -> tuple[str, str] | None:
         chain.append(error)
         error = error.__cause__ or error.__context__
     for item in chain:
-        if type(item).__name__ in _INPUT_ERRORS:
-            return type(item).__name__, str(item)
+        if type(item).__name__ in _INPUT_ERRORS:  # Beam may have appended "[while running ...]"
+            return type(item).__name__, _BEAM_STEP.sub("", str(item).strip())
     for item in chain:
         found = _EMBEDDED_ERROR.findall(str(item))
         if found:

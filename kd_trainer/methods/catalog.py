@@ -75,9 +75,9 @@ class KDSVDParams:
     k: int = 4
     weight: float = 1.0
 
-    def model_problems(self, student: model_specs.ResNetSpec, teacher: model_specs.ResNetSpec) -> list[str]:
+    def model_problems(self, student_channels: tuple[int, ...], teacher_channels: tuple[int, ...]) -> list[str]:
         """k singular vectors of a [HW, C] map need k <= C at every tap of both networks."""
-        channels = min(min(student.stage_channels), min(teacher.stage_channels))
+        channels = min(*student_channels, *teacher_channels)
         if self.k > channels:
             return [f"method 'kd_svd': parameter 'k' must be at most {channels} (the fewest channels at a "
                     f"tap of the student or the teacher), got {self.k}"]
@@ -158,11 +158,12 @@ def parse_params(params_class: type, values: Mapping[str, Any], owner: str):
 
 def model_problems(name: str, params: Any, student_model: str, teacher_model: str) -> list[str]:
     """Checks of a method's parameters against the networks (a Params class may define
-    `model_problems(student_spec, teacher_spec)`, e.g. KD-SVD's k against the channel count)."""
+    `model_problems(student stage channels, teacher stage channels)`, e.g. KD-SVD's k)."""
     check = getattr(params, "model_problems", None)
     if check is None:
         return []
-    return check(model_specs.model_spec(student_model), model_specs.model_spec(teacher_model))
+    return check(model_specs.model_spec(student_model).stage_channels,
+                 model_specs.model_spec(teacher_model).stage_channels)
 
 
 # Ranges shared by every method's parameters, by name: (low, high), inclusive. Wide enough
