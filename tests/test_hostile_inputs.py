@@ -23,7 +23,7 @@ import cifar_fixtures
 from components import cifar100
 
 BOUND_BYTES = 100 << 20
-BOUND_SECONDS = 10  # measured: each case takes well under 2 s alone (docs/reliability.md)
+BOUND_SECONDS = 20  # generous for a loaded CI machine; measured times: docs/reliability.md
 
 
 class _Reduce:
@@ -37,13 +37,16 @@ class _Reduce:
 
 
 def _rejected(load, match: str) -> tuple[str, int, float]:
-    """Runs `load`, expects a DatasetError matching `match`; returns (message, peak bytes, seconds)."""
-    tracemalloc.start()
+    """Runs `load` twice, expecting a DatasetError matching `match`: timed, then under
+    tracemalloc (which slows Python code down); returns (message, peak bytes, seconds)."""
     started = time.perf_counter()
+    with pytest.raises(cifar100.DatasetError, match=match):
+        load()
+    elapsed = time.perf_counter() - started
+    tracemalloc.start()
     try:
         with pytest.raises(cifar100.DatasetError, match=match) as error:
             load()
-        elapsed = time.perf_counter() - started
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -208,7 +211,7 @@ def test_a_gzip_bomb_beside_the_members_stops_at_the_archive_bound(tmp_path, tin
     archive = _archive_with_zero_member(tmp_path / cifar100.ARCHIVE_NAME, "cifar-100-python/padding", 1 << 30,
                                         before=members)
     assert archive.stat().st_size < 4 << 20
-    _rejected(lambda: cifar100.load_split(archive, "train"), "decompresses to more than 268,435,456 bytes")
+    _rejected(lambda: cifar100.load_split(archive, "train"), "decompresses to more than 209,715,200 bytes")
 
 
 def test_a_valid_pickle_of_too_many_images_is_refused_by_its_size(tmp_path):
@@ -259,7 +262,7 @@ def test_too_many_elements_are_refused(tmp_path):
     payload = (pickle.PROTO + b"\x02" + pickle.EMPTY_DICT + pickle.SHORT_BINSTRING + b"\x0bfine_labels"
                + pickle.EMPTY_LIST + many_zeros + pickle.SETITEM + pickle.STOP)
     folder = _folder_with(tmp_path, payload)
-    _rejected(lambda: cifar100.load_split(folder, "train"), "more than 400,000 pickle opcodes")
+    _rejected(lambda: cifar100.load_split(folder, "train"), "more than 300,000 pickle opcodes")
 
 
 def test_an_archive_with_many_members_is_refused_at_the_member_bound(tmp_path):
