@@ -109,7 +109,7 @@ def test_executions_left_running_by_a_killed_run_are_marked_by_the_next_run(run_
     holds the run lock, so no live process owns them) marks them FAILED / ABANDONED."""
     connection = _connection(run_copy / "metadata.sqlite")
     store = metadata_store.MetadataStore(connection)
-    context = store.get_context_by_type_and_name("node", "kd-smoke.Trainer.baseline")
+    context = store.get_context_by_type_and_name("node", "kd-smoke.Trainer.baseline_trial1")
     killed = max(store.get_executions_by_context(context.id), key=lambda e: e.id)
     killed.last_known_state = metadata_store_pb2.Execution.RUNNING
     store.put_executions([killed])
@@ -124,7 +124,8 @@ def test_executions_left_running_by_a_killed_run_are_marked_by_the_next_run(run_
     monkeypatch.setattr(local_runner.BeamDagRunner, "run", lambda self, pipeline: pipelines_run.append(pipeline))
     marked = local_runner.run(smoke_first_run.preset, paths)
     assert len(pipelines_run) == 1 and len(marked) == 1
-    assert marked[0].startswith(f"execution {killed.id} of Trainer.baseline (left running by an interrupted run)")
+    assert marked[0].startswith(
+        f"execution {killed.id} of Trainer.baseline_trial1 (left running by an interrupted run) as failed")
     [execution] = store.get_executions_by_id([killed.id])
     assert execution.last_known_state == metadata_store_pb2.Execution.FAILED
     assert "marked failed by the next run" in execution.custom_properties[local_runner.ABANDONED_PROPERTY].string_value
