@@ -121,7 +121,8 @@ class CifarExampleGen(base_beam_component.BaseBeamComponent):
 
     Args:
       data_dir: folder holding `cifar-100-python.tar.gz` or `cifar-100-python/` (or the path
-        of either): a local path or any tf.io.gfile URI (gs://, s3://, hdfs://). Empty: `$KD_CIFAR100_DIR`, then a download to ~/.cache on the worker.
+        of either): a local path or any tf.io.gfile URI (gs://, s3://, hdfs://). Empty:
+        `$KD_CIFAR100_DIR`, then a download to ~/.cache on the worker.
       allow_download: download the official archive (md5-checked) when it is absent.
       train_per_class / eval_per_class: stratified deterministic subsample size per fine
         class; None keeps the whole split.
