@@ -13,9 +13,10 @@ import pytest
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
+from components import leaderboard
 from pipelines import cli, local_runner, results
 
-pytestmark = pytest.mark.e2e  # they read the smoke pipeline's run
+E2E = pytest.mark.e2e  # reads the smoke pipeline's run
 
 
 @pytest.fixture
@@ -37,6 +38,7 @@ def _report(capsys, *argv: str) -> tuple[int, list[str]]:
     return status, [line for line in capsys.readouterr().err.splitlines() if line.strip()]
 
 
+@E2E
 def test_report_works_on_a_moved_run_folder_and_leaves_its_store_alone(run_copy, smoke_first_run, capsys):
     store = run_copy / "metadata.sqlite"
     before = _digest(store)
@@ -56,6 +58,7 @@ def _sqlite_copy_without_table(source: Path, target: Path, table: str) -> Path:
     return target
 
 
+@E2E
 @pytest.mark.parametrize("make, message", [
     (lambda store, bad: bad.write_bytes(b""), "an empty file, expected the run's ML Metadata store"),
     (lambda store, bad: bad.write_bytes(b"garbage" * 100), "not an SQLite database"),
@@ -75,6 +78,7 @@ def test_report_refuses_a_broken_store_without_touching_it(run_copy, tmp_path, c
     assert _digest(bad) == before and len(lines) == 2
 
 
+@E2E
 @pytest.mark.parametrize("content, message", [
     ("{", "not valid JSON"),
     ("{}", "expected an object with 'configuration' \\(object\\) and 'title' \\(string\\)"),
@@ -89,6 +93,7 @@ def test_report_refuses_an_invalid_leaderboard_json(run_copy, tmp_path, capsys, 
     assert re.search(message, lines[0]), lines[0]
 
 
+@E2E
 def test_report_names_a_deleted_artifact_folder(run_copy, tmp_path, capsys):
     teacher_models = run_copy / "root" / "Trainer.teacher" / "model"
     shutil.rmtree(teacher_models)
@@ -104,6 +109,7 @@ def _connection(store: Path) -> metadata_store_pb2.ConnectionConfig:
     return config
 
 
+@E2E
 def test_executions_left_running_by_a_killed_run_are_marked_by_the_next_run(run_copy, smoke_first_run, monkeypatch):
     """A SIGKILLed run leaves its execution RUNNING and its outputs PENDING; the next run (which
     holds the run lock, so no live process owns them) marks them FAILED / ABANDONED."""
@@ -144,9 +150,42 @@ def test_a_second_run_of_the_same_pipeline_is_refused_while_one_holds_the_lock(t
         pass
 
 
+@E2E
 def test_results_reads_a_moved_store_read_only(run_copy):
     config = results.readonly_connection_config(run_copy / "metadata.sqlite")
     assert config.sqlite.connection_mode == metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
     artifacts, relocate = results.relocated(results.latest_artifacts(config, "kd-smoke"), str(run_copy / "root"))
     assert artifacts["Trainer.teacher"]["Model"].uri.startswith(str(run_copy / "root") + "/Trainer.teacher/model/")
     assert relocate("/elsewhere/x") == "/elsewhere/x"
+
+
+def _leaderboard_artifacts(folder: Path) -> dict:
+    artifact = metadata_store_pb2.Artifact(uri=str(folder))
+    return {"Leaderboard": {leaderboard.LeaderboardArtifact.TYPE_NAME: artifact}}
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "leaderboard.json: missing"),
+    ("{", "leaderboard.json: not valid JSON"),
+    ('{"configuration": [], "title": "t"}', r"expected an object with 'configuration' \(object\)"),
+])
+def test_a_broken_leaderboard_json_is_named(tmp_path, content, message):
+    if content is not None:
+        (tmp_path / "leaderboard.json").write_text(content)
+    with pytest.raises(results.RunFolderError, match=message):
+        results.regenerate_report(_leaderboard_artifacts(tmp_path), str(tmp_path / "report"))
+
+
+def test_paths_under_the_recorded_root_are_relocated():
+    artifact = metadata_store_pb2.Artifact(uri="/old/kd-smoke/root/Trainer.teacher/model/3")
+    blessing = metadata_store_pb2.Artifact(uri="/old/kd-smoke/root/Evaluator.x/blessing/9")
+    blessing.custom_properties["current_model"].string_value = "/old/kd-smoke/root/Trainer.x/model/5"
+    moved, relocate = results.relocated({"Trainer.teacher": {"Model": artifact},
+                                         "Evaluator.x": {"ModelBlessing": blessing}}, "/new/place/root")
+    assert moved["Trainer.teacher"]["Model"].uri == "/new/place/root/Trainer.teacher/model/3"
+    assert moved["Evaluator.x"]["ModelBlessing"].custom_properties["current_model"].string_value == \
+        "/new/place/root/Trainer.x/model/5"
+    assert relocate("/old/kd-smoke/root/Trainer.x/model/5/Format-Serving") == \
+        "/new/place/root/Trainer.x/model/5/Format-Serving"
+    assert relocate("/old/kd-smoke/rootless") == "/old/kd-smoke/rootless"
+    assert artifact.uri == "/old/kd-smoke/root/Trainer.teacher/model/3"  # the originals are untouched
