@@ -16,7 +16,6 @@ succeeded: an invalid input leaves no split behind.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any, Iterator
 
 import apache_beam as beam
@@ -58,7 +57,8 @@ def to_example(image: np.ndarray, fine_label: int, coarse_label: int, filename: 
 def read_split(official_split: str, source: str, per_class: int | None, seed: int,
                require_official_sizes: bool) -> Iterator[bytes]:
     """Beam FlatMap body: yields the serialized examples of one (subsampled) split."""
-    split = cifar100.load_split(Path(source), official_split)
+    # A run that requires the official dataset also requires its files' checksums.
+    split = cifar100.load_split(source, official_split, verify_checksums=require_official_sizes)
     if require_official_sizes:
         cifar100.check_official_sizes(split, official_split, f"{source}:{official_split}")
     for index in cifar100.stratified_subsample(split.fine_labels, per_class, seed):
@@ -121,12 +121,14 @@ class CifarExampleGen(base_beam_component.BaseBeamComponent):
 
     Args:
       data_dir: folder holding `cifar-100-python.tar.gz` or `cifar-100-python/` (or the path
-        of either). Empty: `$KD_CIFAR100_DIR`, then a download to ~/.cache on the worker.
+        of either): a local path or any tf.io.gfile URI (gs://, s3://, hdfs://). Empty:
+        `$KD_CIFAR100_DIR`, then a download to ~/.cache on the worker.
       allow_download: download the official archive (md5-checked) when it is absent.
       train_per_class / eval_per_class: stratified deterministic subsample size per fine
         class; None keeps the whole split.
       seed: seed of the subsample.
-      require_official_sizes: fail unless the splits have 50,000 / 10,000 balanced images.
+      require_official_sizes: fail unless the splits have 50,000 / 10,000 balanced images and
+        the files' checksums are the official archive's or the project's re-packed copy's.
     """
 
     SPEC_CLASS = CifarExampleGenSpec

@@ -25,7 +25,7 @@ import io
 import json
 import os
 import statistics
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import matplotlib
 
@@ -102,17 +102,19 @@ def _trained_record(model_uri: str) -> dict[str, Any]:
     return record
 
 
-def collect_records(evaluation_uris: list[str], blessings: dict[str, bool], model_uris: list[str]) -> list[dict]:
+def collect_records(evaluation_uris: list[str], blessings: dict[str, bool], model_uris: list[str],
+                    relocate: Callable[[str], str] = str) -> list[dict]:
     """One record per evaluated model (teacher, each trial's baseline, every student).
 
-    `blessings` maps a candidate model's uri to its blessing.
+    `blessings` maps a candidate model's uri to its blessing. `relocate` maps the model paths
+    recorded inside each evaluation to where the run folder is now (`kd report` on a moved run).
     """
     known_models = {uri.rstrip("/") for uri in model_uris}
     records: dict[str, dict] = {}
     for evaluation in sorted(evaluation_uris):  # a baseline is read from the same evaluation every time
         locations = eval_config_writer.load_eval_run(evaluation)[3]
         for name, serving_dir in locations.items():
-            model_uri = _model_dir(serving_dir)
+            model_uri = relocate(_model_dir(serving_dir))
             if model_uri not in known_models:
                 raise ValueError(f"{evaluation}: evaluated model {model_uri} is not among the Leaderboard's inputs")
             if model_uri in records:

@@ -9,6 +9,32 @@ from typing import Any, Mapping
 from kd_trainer import methods, model_specs
 
 ROLES = ("teacher", "baseline", "student")
+# Bounds that catch typos (epochs=10**9) before any component runs; far above any real use.
+MAX_EPOCHS = 1000  # the seed protocol: 100 (+40 init)
+MAX_BATCH_SIZE = 50_000  # CIFAR-100's training split
+MAX_SEED = 2**31 - 1  # NumPy, Python and TF all accept it
+MAX_TRIALS = 100
+
+
+def int_problem(name: str, value: Any, low: int, high: int) -> str | None:
+    """A message if `value` is not an integer in [low, high] (bools are not integers)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        return f"{name} must be an integer in [{low}, {high}], got {value!r}"
+    return None
+
+
+def number_problem(name: str, value: Any, low: float, high: float, low_open: bool = False,
+                   high_open: bool = False) -> str | None:
+    """A message if `value` is not a finite number in the interval (open ends as flagged)."""
+    interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+            or value < low or value > high or (low_open and value == low) or (high_open and value == high)):
+        return f"{name} must be a finite number in {interval}, got {value!r}"
+    return None
+
+
+def collect(*problems: str | None) -> list[str]:
+    return [p for p in problems if p]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,24 +69,27 @@ class TrainingConfig:
 
     def problems(self) -> list[str]:
         problems = []
-        if self.model not in model_specs.MODEL_SPECS:
+        if not isinstance(self.model, str) or self.model not in model_specs.MODEL_SPECS:
             problems.append(f"unknown model {self.model!r}; valid: {', '.join(sorted(model_specs.MODEL_SPECS))}")
-        for name in ("epochs", "batch_size", "eval_batch_size"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                problems.append(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
-        if not 0 < self.learning_rate <= 10:
-            problems.append(f"learning_rate must be in (0, 10], got {self.learning_rate}")
-        if not 0 <= self.momentum < 1:
-            problems.append(f"momentum must be in [0, 1), got {self.momentum}")
-        if not 0 <= self.weight_decay < 1:
-            problems.append(f"weight_decay must be in [0, 1), got {self.weight_decay}")
+        problems += collect(
+            int_problem("epochs", self.epochs, 1, MAX_EPOCHS),
+            int_problem("batch_size", self.batch_size, 1, MAX_BATCH_SIZE),
+            int_problem("eval_batch_size", self.eval_batch_size, 1, MAX_BATCH_SIZE),
+            number_problem("learning_rate", self.learning_rate, 0, 10, low_open=True),
+            number_problem("momentum", self.momentum, 0, 1, high_open=True),
+            number_problem("weight_decay", self.weight_decay, 0, 1, high_open=True),
+            number_problem("lr_decay_factor", self.lr_decay_factor, 0, 1, low_open=True),
+        )
+        decay_at = self.lr_decay_at
+        expected = "lr_decay_at must be increasing fractions of the epochs in (0, 1), e.g. 0.5,0.75"
+        if not isinstance(decay_at, (tuple, list)) or any(
+                number_problem("", f, 0, 1, low_open=True, high_open=True) for f in decay_at):
+            problems.append(f"{expected}; got {decay_at!r}")
+        elif any(later <= earlier for earlier, later in zip(decay_at, decay_at[1:])):
+            problems.append(f"{expected}; got {list(decay_at)} (not increasing)")
         if self.weight_decay_scope not in model_specs.WEIGHT_DECAY_SCOPES:
             problems.append(f"unknown weight_decay_scope {self.weight_decay_scope!r}; "
                             f"valid: {', '.join(model_specs.WEIGHT_DECAY_SCOPES)}")
-        if not 0 < self.lr_decay_factor <= 1:
-            problems.append(f"lr_decay_factor must be in (0, 1], got {self.lr_decay_factor}")
-        if list(self.lr_decay_at) != sorted(self.lr_decay_at) or not all(0 < f < 1 for f in self.lr_decay_at):
-            problems.append(f"lr_decay_at must be increasing fractions in (0, 1), got {list(self.lr_decay_at)}")
         return problems
 
     def decay_epochs(self) -> list[int]:
@@ -96,8 +125,19 @@ class TrainerConfig(TrainingConfig):
             problems.append(f"unknown teacher_model {self.teacher_model!r}")
         if self.method and self.method not in methods.CATALOG:
             problems.append(f"unknown method {self.method!r}; valid: {', '.join(sorted(methods.CATALOG))}")
-        if not isinstance(self.trial, int) or self.trial < 1:
-            problems.append(f"trial must be an integer >= 1, got {self.trial!r}")
+        problems += collect(int_problem("trial", self.trial, 1, MAX_TRIALS),
+                            int_problem("seed", self.seed, 0, MAX_SEED))
+        if not isinstance(self.code_revision, str):
+            problems.append(f"code_revision must be a string, got {self.code_revision!r}")
+        if self.method in methods.CATALOG:
+            try:
+                params = methods.catalog.check_params(self.method, self.method_params)
+            except ValueError as error:
+                problems.append(str(error))
+            else:
+                teacher = self.teacher_model or self.model
+                if self.model in model_specs.MODEL_SPECS and teacher in model_specs.MODEL_SPECS:
+                    problems += methods.catalog.model_problems(self.method, params, self.model, teacher)
         return problems
 
     @classmethod
@@ -107,8 +147,10 @@ class TrainerConfig(TrainingConfig):
         if unknown:
             raise ValueError(f"invalid trainer config: unknown key(s) {unknown}; valid: {sorted(known)}")
         values = dict(values)
-        if "lr_decay_at" in values:
+        if isinstance(values.get("lr_decay_at"), list):  # JSON has no tuples
             values["lr_decay_at"] = tuple(values["lr_decay_at"])
+        if "model" not in values or "epochs" not in values:
+            raise ValueError("invalid trainer config: 'model' and 'epochs' are required")
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
@@ -140,16 +182,16 @@ class ImpressionOptions:
             raise ValueError(f"invalid {type(self).__name__}: " + "; ".join(problems))
 
     def problems(self) -> list[str]:
-        problems = []
-        for name in ("num_impressions", "iterations", "batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                problems.append(f"{name} must be an integer >= 1, got {value!r}")
-        for name in ("learning_rate", "temperature"):
-            if not math.isfinite(getattr(self, name)) or getattr(self, name) <= 0:
-                problems.append(f"{name} must be > 0, got {getattr(self, name)}")
-        if not self.betas or not all(math.isfinite(b) and b > 0 for b in self.betas):
-            problems.append(f"betas must be a non-empty list of positive concentration scales, got {list(self.betas)}")
-        if not math.isfinite(self.image_l2) or self.image_l2 < 0:
-            problems.append(f"image_l2 must be >= 0, got {self.image_l2}")
+        problems = collect(
+            int_problem("num_impressions", self.num_impressions, 1, 1_000_000),
+            int_problem("iterations", self.iterations, 1, 100_000),
+            int_problem("batch_size", self.batch_size, 1, MAX_BATCH_SIZE),
+            number_problem("learning_rate", self.learning_rate, 0, 10, low_open=True),
+            number_problem("temperature", self.temperature, 0.01, 1000),
+            number_problem("image_l2", self.image_l2, 0, 1e6),
+        )
+        if (not isinstance(self.betas, (tuple, list)) or not self.betas
+                or any(number_problem("", b, 0, 1000, low_open=True) for b in self.betas)):
+            problems.append(f"betas must be a non-empty list of concentration scales in (0, 1000], "
+                            f"got {self.betas!r}")
         return problems

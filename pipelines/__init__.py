@@ -3,6 +3,8 @@ import os
 
 # TFX 1.16, TFT and TFMA need Keras 2 (tf_keras) behind tf.keras: set before TensorFlow loads.
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
+# TensorFlow's C++ start-up INFO/WARNING lines (CPU feature guard, TF-TRT) are noise for `kd`.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import warnings
 

@@ -1,22 +1,34 @@
 """`kd`: the benchmark's command line (run a preset locally, compile it for Kubeflow and submit
-it, regenerate a run's report, list presets)."""
+it, regenerate a run's report, list presets).
+
+A failing command prints one `kd: error: ...` line (the dataset, configuration or run-folder
+problem, dug out of Beam's wrapping) and writes the full traceback to a log file, or to the
+terminal with --verbose. Commands that do not train (`presets`, `--help`, argument errors)
+never import TensorFlow; the `pipelines` package sets TensorFlow's environment first.
+"""
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
+import os
+import re
 import sys
+import tempfile
 import time
+import traceback
 from pathlib import Path
 
 from pipelines import presets
 
 
 def _run(args: argparse.Namespace) -> int:
+    preset = presets.resolve(args.preset, args.overrides)  # configuration errors answer before TF loads
     from pipelines import local_runner, results
 
-    preset = presets.resolve(args.preset, args.overrides)
     paths = local_runner.local_paths(preset, args.output_dir)
+    args.log_dir = paths.output_dir / paths.pipeline_name / "logs"
     print(f"kd: running preset '{preset.name}' -> {paths.pipeline_root}", flush=True)
     started = time.perf_counter()
     local_runner.run(preset, paths, args.beam_args or None)
@@ -31,20 +43,18 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from tfx.orchestration import metadata
-
     from components.leaderboard import markdown_table
     from pipelines import results
 
     root = Path(args.pipeline_root).resolve()
+    if not root.is_dir():
+        raise results.RunFolderError(f"{root}: no pipeline root there (e.g. outputs/kd-quick/root)")
     metadata_path = Path(args.metadata) if args.metadata else root.parent / "metadata.sqlite"
-    if not metadata_path.is_file():
-        print(f"kd: error: no ML Metadata store at {metadata_path} (give --metadata)", file=sys.stderr)
-        return 2
-    artifacts = results.latest_artifacts(metadata.sqlite_metadata_connection_config(str(metadata_path)),
-                                         args.pipeline_name or root.parent.name)
+    connection = results.readonly_connection_config(metadata_path)
+    artifacts = results.latest_artifacts(connection, args.pipeline_name or root.parent.name)
+    artifacts, relocate = results.relocated(artifacts, str(root))
     output = args.output or str(root.parent / "report")
-    rows = results.regenerate_report(artifacts, output)
+    rows = results.regenerate_report(artifacts, output, relocate)
     print(f"kd: report written to {output}/report.html\n\n{markdown_table(rows)}")
     return 0
 
@@ -97,10 +107,14 @@ def _presets(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="kd", description=__doc__)
+    root = argparse.ArgumentParser(prog="kd", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = root.add_subparsers(dest="command", required=True)
+    failures = argparse.ArgumentParser(add_help=False)
+    failures.add_argument("--verbose", action="store_true", help="on failure, print the full traceback too")
+    failures.add_argument("--log-file", help="where a failure's traceback goes (default: the run's logs/ "
+                                             "folder for `kd run`, else a file in the temporary folder)")
 
-    run = commands.add_parser("run", help="run a preset's pipeline locally (BeamDagRunner)")
+    run = commands.add_parser("run", help="run a preset's pipeline locally (BeamDagRunner)", parents=[failures])
     run.add_argument("--preset", default="quick", help=f"one of {', '.join(presets.PRESETS)} (default quick)")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override a preset field, e.g. --set student.epochs=8 (repeatable)")
@@ -136,7 +150,8 @@ def parser() -> argparse.ArgumentParser:
     submit.add_argument("--no-cache", action="store_true", help="run every task again, even if cached")
     submit.set_defaults(handler=_submit)
 
-    report = commands.add_parser("report", help="regenerate the leaderboard and HTML report of a finished run")
+    report = commands.add_parser("report", help="regenerate the leaderboard and HTML report of a finished run",
+                                 parents=[failures])
     report.add_argument("pipeline_root", help="the run's pipeline root, e.g. outputs/kd-quick/root")
     report.add_argument("--metadata", help="ML Metadata SQLite file (default: beside the pipeline root)")
     report.add_argument("--pipeline-name", help="default: the folder above the pipeline root (kd-<preset>)")
@@ -150,13 +165,72 @@ def parser() -> argparse.ArgumentParser:
     return root
 
 
+# Errors that describe the user's input: their message is the whole story (exit status 2 for
+# configuration and options, which nothing ran with; 1 for anything that failed while running).
+_USAGE_ERRORS = ("PresetError", "OptionError")
+_INPUT_ERRORS = (*_USAGE_ERRORS, "DatasetError", "RunFolderError")
+# "module.DatasetError: message" as it appears in the text of an exception Beam re-raised.
+_BEAM_STEP = re.compile(r"(?: \[while running '[^']*'\])+$")
+_EMBEDDED_ERROR = re.compile(rf"^(?:[\w.]+\.)?({'|'.join(_INPUT_ERRORS)}): (.+?)(?: \[while running '[^']*'\])*$",
+                             re.MULTILINE)
+
+
+def _input_error(error: BaseException) -> tuple[str, str] | None:
+    """(class name, message) of the dataset/configuration/run-folder error behind `error`:
+    itself, one in its cause/context chain, or one embedded in the text of a Beam error."""
+    chain, seen = [], set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    for item in chain:
+        if type(item).__name__ in _INPUT_ERRORS:  # Beam may have appended "[while running ...]"
+            return type(item).__name__, _BEAM_STEP.sub("", str(item).strip())
+    for item in chain:
+        found = _EMBEDDED_ERROR.findall(str(item))
+        if found:
+            return found[-1]
+    return None
+
+
+def _log_path(args: argparse.Namespace, command: str) -> Path:
+    if getattr(args, "log_file", None):
+        return Path(args.log_file)
+    folder = getattr(args, "log_dir", None) or Path(tempfile.gettempdir()) / "kd-logs"
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return Path(folder) / f"kd-{command}-{stamp}-{os.getpid()}.log"
+
+
+def _fail(args: argparse.Namespace, error: Exception) -> int:
+    """Prints one clear line for a failed command; the traceback goes to a log file (and to
+    the terminal with --verbose)."""
+    found = _input_error(error)
+    if found and found[0] in _USAGE_ERRORS:
+        print(f"kd: error: {found[1]}", file=sys.stderr)
+        return 2
+    message = found[1] if found else (f"{type(error).__name__}: "
+                                      f"{next((line for line in str(error).splitlines() if line.strip()), '')[:500]}")
+    details = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    log = _log_path(args, args.command)
+    try:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text(details)
+        where = f"full traceback in {log}"
+    except OSError as log_error:
+        where = f"the traceback could not be written to {log} ({log_error}); run with --verbose to see it"
+    if getattr(args, "verbose", False):
+        print(details, file=sys.stderr)
+    print(f"kd: error: {message}\nkd: {where}" + ("" if getattr(args, "verbose", False) else
+                                                   " (or run with --verbose)"), file=sys.stderr)
+    return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.handler(args)
-    except presets.PresetError as error:
-        print(f"kd: error: {error}", file=sys.stderr)
-        return 2
+    except Exception as error:  # reported as one line by _fail, with the traceback logged
+        return _fail(args, error)
 
 
 if __name__ == "__main__":

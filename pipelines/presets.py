@@ -16,7 +16,8 @@ import typing
 from typing import Any
 
 from kd_trainer import methods
-from kd_trainer.config import ImpressionOptions, TrainerConfig, TrainingConfig
+from kd_trainer.config import (MAX_SEED, MAX_TRIALS, ImpressionOptions, TrainerConfig, TrainingConfig, collect,
+                               int_problem, number_problem)
 from kd_trainer.model_specs import MOBILE_MODELS, MODEL_SPECS, NUM_CLASSES, tap_shapes
 
 
@@ -67,9 +68,8 @@ class ResourcesConfig:
             problems.append("accelerator_type must be set when a Trainer requests GPUs (e.g. nvidia.com/gpu)")
         if not all(isinstance(k, str) and k and isinstance(v, str) for k, v in self.node_selector.items()):
             problems.append(f"node_selector must map label names to string values, got {self.node_selector!r}")
-        for name in ("cpu_limit", "memory_limit_gb"):
-            if getattr(self, name) < 0:
-                problems.append(f"{name} must be >= 0 (0: the cluster's default), got {getattr(self, name)}")
+        problems += collect(number_problem("cpu_limit", self.cpu_limit, 0, 1024),
+                            number_problem("memory_limit_gb", self.memory_limit_gb, 0, 65536))
         if problems:
             raise ValueError(f"invalid {type(self).__name__}: " + "; ".join(problems))
 
@@ -89,8 +89,7 @@ class ZeroShotConfig(ImpressionOptions):
 
     def problems(self) -> list[str]:
         problems = super().problems()
-        if not 0 < self.few_shot_fraction <= 1:
-            problems.append(f"few_shot_fraction must be in (0, 1], got {self.few_shot_fraction}")
+        problems += collect(number_problem("few_shot_fraction", self.few_shot_fraction, 0, 1, low_open=True))
         return problems
 
 
@@ -140,10 +139,23 @@ class Preset:
         return round(self.zero_shot.few_shot_fraction * (self.data.train_per_class or TRAIN_IMAGES_PER_CLASS))
 
 
-def _zero_shot_problems(preset: Preset) -> list[str]:
-    """Training-set sizes of the zero-shot and few-shot students (they train on full batches);
-    checked by `resolve` after all overrides."""
+def _cross_field_problems(preset: Preset) -> list[str]:
+    """Checks that involve several fields, run by `resolve` once every override is applied (so
+    their order does not matter): batch sizes against the training split, method parameters
+    against the networks, and the training-set sizes of the zero-shot and few-shot students
+    (they train on full batches)."""
     problems = []
+    train_images = (preset.data.train_per_class or TRAIN_IMAGES_PER_CLASS) * NUM_CLASSES
+    for role in ("teacher", "student"):
+        batch = getattr(preset, role).batch_size
+        if batch > train_images:
+            problems.append(f"{role}.batch_size ({batch}) must not exceed the training split "
+                            f"({train_images} images: data.train_per_class x {NUM_CLASSES})")
+    for method in preset.methods:
+        try:
+            preset.trainer_config("student", method=method)
+        except ValueError as error:
+            problems.append(str(error))
     batch = preset.student.batch_size
     if "zero_shot" in preset.methods and preset.zero_shot.num_impressions < batch:
         problems.append(f"zero_shot.num_impressions ({preset.zero_shot.num_impressions}) must be at least "
@@ -187,11 +199,16 @@ def validate(preset: Preset) -> None:
     stray = sorted(set(preset.method_params) - set(methods.CATALOG))
     if stray:
         problems.append(f"method_params for unknown method(s) {stray}; valid: {', '.join(sorted(methods.CATALOG))}")
-    if not isinstance(preset.trials, int) or not 1 <= preset.trials <= 100:
-        problems.append(f"trials must be an integer in [1, 100], got {preset.trials!r}")
-    if not 0 <= preset.blessing_margin < 1:
-        problems.append(f"blessing_margin must be in [0, 1) (accuracy, absolute), got {preset.blessing_margin}")
+    problems += collect(
+        int_problem("trials", preset.trials, 1, MAX_TRIALS),
+        # Trial k trains with seed + k - 1.
+        int_problem("seed", preset.seed, 0, MAX_SEED - MAX_TRIALS),
+        int_problem("data.seed", preset.data.seed, 0, MAX_SEED),
+        number_problem("blessing_margin", preset.blessing_margin, 0, 1, high_open=True),
+    )
     data = preset.data
+    if not isinstance(data.data_dir, str):
+        problems.append(f"data.data_dir must be a path or URI string, got {data.data_dir!r}")
     for key in ("train_per_class", "eval_per_class"):
         value = getattr(data, key)
         limit = 500 if key == "train_per_class" else 100
@@ -326,8 +343,8 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
             return None
         return _coerce(value, next(a for a in args if a is not type(None)), key)
     if origin is tuple:
-        if isinstance(value, str):
-            value = [v for v in value.split(",") if v]
+        if isinstance(value, str):  # `--set x=0.5,0.75`: each item parsed like a whole value
+            value = [parse_override(f"{key}={v.strip()}")[1] for v in value.split(",") if v.strip()]
         if not isinstance(value, list):
             raise PresetError(f"override '{key}': expected a list, got {value!r}")
         return tuple(_coerce(v, args[0], key) for v in value)
@@ -396,7 +413,7 @@ def resolve(name: str, overrides: list[str] | tuple[str, ...] = ()) -> Preset:
         except ValueError as error:  # a nested config rejected the value
             raise PresetError(f"invalid preset '{name}': override '{key}': {error}") from None
     # Checks across fields run once every override is applied, so their order does not matter.
-    problems = _zero_shot_problems(preset) + _pair_problems(preset)
+    problems = _cross_field_problems(preset) + _pair_problems(preset)
     if problems:
         raise PresetError(f"invalid preset '{name}': " + "; ".join(problems))
     return preset

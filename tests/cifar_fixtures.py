@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from components.cifar100 import COARSE_OF_FINE
+
 
 class Py2Pickler(pickle._Pickler):  # the pure-Python pickler lets us swap one opcode writer
     dispatch = dict(pickle._Pickler.dispatch)
@@ -36,7 +38,8 @@ def py2_pickle(obj) -> bytes:
 
 
 def make_split(per_class: int, seed: int, num_classes: int = 100) -> dict:
-    """A split dict with `per_class` random images of each fine class (coarse = fine // 5)."""
+    """A split dict with `per_class` random images of each fine class (coarse labels by
+    CIFAR-100's fine->coarse mapping, which the reader checks)."""
     rng = np.random.default_rng(seed)
     fine = np.repeat(np.arange(num_classes), per_class)
     rng.shuffle(fine)
@@ -44,7 +47,7 @@ def make_split(per_class: int, seed: int, num_classes: int = 100) -> dict:
     return {
         b"data": rng.integers(0, 256, size=(count, 3072), dtype=np.uint8),
         b"fine_labels": [int(x) for x in fine],
-        b"coarse_labels": [int(x) // 5 for x in fine],
+        b"coarse_labels": [COARSE_OF_FINE[x] for x in fine],
         b"filenames": [f"img_{seed}_{i}.png".encode() for i in range(count)],
         b"batch_label": b"testing batch 1 of 1",
     }

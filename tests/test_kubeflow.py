@@ -157,7 +157,7 @@ def test_resources_are_per_preset_and_validated():
                                (["resources.teacher_gpus=1.5"], "'resources.teacher_gpus': expected an integer"),
                                (["resources.accelerator_type="], "accelerator_type must be set when a Trainer"),
                                (['resources.node_selector={"pool": 1}'], "node_selector must map label names"),
-                               (["resources.cpu_limit=-1"], r"cpu_limit must be >= 0"),
+                               (["resources.cpu_limit=-1"], r"cpu_limit must be a finite number in \[0, 1024\]"),
                                (["resources.gpus=1"], r"unknown key 'resources.gpus'.*valid: \['accelerator_type'")]:
         with pytest.raises(presets.PresetError, match=message):
             presets.resolve("seed", overrides)

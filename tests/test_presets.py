@@ -37,9 +37,9 @@ def test_overrides_parse_json_and_dotted_paths():
 @pytest.mark.parametrize("overrides, message", [
     (["teacher.model=resnet9"], "override 'teacher.model': .*unknown model 'resnet9'; valid: .*resnet8x4"),
     (["methods=soft_logits,kd"], r"unknown method\(s\) \['kd'\]; valid: .*soft_logits"),
-    (["student.epochs=0"], "epochs must be an integer >= 1"),
+    (["student.epochs=0"], r"epochs must be an integer in \[1, 1000\], got 0"),
     (["student.epochs=two"], "override 'student.epochs': expected an integer"),
-    (["student.learning_rate=-0.1"], r"learning_rate must be in \(0, 10\]"),
+    (["student.learning_rate=-0.1"], r"learning_rate must be a finite number in \(0, 10\]"),
     (["trials=0"], r"trials must be an integer in \[1, 100\]"),
     (["data.train_per_class=501"], r"data.train_per_class must be null or an integer in \[1, 500\]"),
     (["student.optimizer=adam"], r"unknown key 'student.optimizer'.*valid: \['batch_size'"),

@@ -13,6 +13,8 @@ import dataclasses
 import math
 from typing import Any, Mapping
 
+from kd_trainer import model_specs
+
 
 STAGE_TAPS = ("stage1", "stage2", "stage3")
 
@@ -101,6 +103,14 @@ class KDSVDParams:
     # per_teacher_vector: slot k takes the student vector closest to teacher vector k (the paper);
     # seed: the seed's Align_rsv, which indexes student vectors by teacher index (a seed bug).
     alignment: str = _choice("per_teacher_vector", "seed")
+
+    def model_problems(self, student_channels: tuple[int, ...], teacher_channels: tuple[int, ...]) -> list[str]:
+        """k singular vectors of a [HW, C] map need k <= C at every tap of both networks."""
+        channels = min(*student_channels, *teacher_channels)
+        if self.k > channels:
+            return [f"method 'kd_svd': parameter 'k' must be at most {channels} (the fewest channels at a "
+                    f"tap of the student or the teacher), got {self.k}"]
+        return []
 
 
 @dataclasses.dataclass(frozen=True)
@@ -288,16 +298,43 @@ def parse_params(params_class: type, values: Mapping[str, Any], owner: str):
     return params
 
 
+def model_problems(name: str, params: Any, student_model: str, teacher_model: str) -> list[str]:
+    """Checks of a method's parameters against the networks (a Params class may define
+    `model_problems(student stage channels, teacher stage channels)`, e.g. KD-SVD's k)."""
+    check = getattr(params, "model_problems", None)
+    if check is None:
+        return []
+    return check(*(tuple(model_specs.tap_shapes(model)[tap][-1] for tap in STAGE_TAPS)
+                   for model in (student_model, teacher_model)))
+
+
+# Ranges shared by every method's parameters, by name: (low, high), inclusive. Wide enough
+# for any published setting, narrow enough to catch typos (temperature=1e-300, weight=1e308).
+MAX_LOSS_WEIGHT = 1e6
+_RANGES = {
+    "temperature": (1e-2, 1e3),
+    "beta": (1e-12, MAX_LOSS_WEIGHT),
+    "at_beta": (1e-12, MAX_LOSS_WEIGHT),
+    "k": (1, 1024),
+    "margin": (0, 1e3),
+    "init_epochs": (0, 1000),
+    "gamma": (1e-12, MAX_LOSS_WEIGHT),
+    "embedding_dim": (1, 65536),
+    "taylor_order": (0, 20),
+}
+
+
 def _out_of_range(name: str, value: Any) -> str | None:
     """Ranges shared by every method's parameters, by name (loss weights, temperatures, counts)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     if not math.isfinite(value):
         return f"must be finite, got {value}"
-    if name in ("temperature", "beta", "at_beta", "k", "gamma", "embedding_dim") and value <= 0:
-        return f"must be > 0, got {value}"
-    if (name in ("weight", "margin", "init_epochs", "taylor_order") or name.endswith("_weight")) and value < 0:
-        return f"must be >= 0, got {value}"
-    if name.endswith("_fraction") and not 0 <= value <= 1:
-        return f"must be between 0 and 1, got {value}"
+    if name.endswith("_fraction"):
+        low, high = 0, 1
+    else:
+        low, high = _RANGES.get(name, (0, MAX_LOSS_WEIGHT) if name == "weight" or name.endswith("_weight") else
+                                (-math.inf, math.inf))
+    if not low <= value <= high:
+        return f"must be in [{low:g}, {high:g}], got {value}"
     return None
