@@ -56,6 +56,11 @@ class ResourcesConfig:
     node_selector: dict[str, str] = dataclasses.field(default_factory=dict)
     cpu_limit: float = 0.0  # cores
     memory_limit_gb: float = 0.0
+    # The Beam components' pods (ExampleGen, Evaluators, DataImpressions): CPU / memory
+    # requests (and limits); Beam's DirectRunner starts one worker per requested core.
+    # DataImpressions also gets teacher_gpus GPUs. 0: the cluster's default, and one worker.
+    beam_cpu: float = 2.0
+    beam_memory_gb: float = 8.0
 
     def __post_init__(self):
         problems = []
@@ -67,7 +72,7 @@ class ResourcesConfig:
             problems.append("accelerator_type must be set when a Trainer requests GPUs (e.g. nvidia.com/gpu)")
         if not all(isinstance(k, str) and k and isinstance(v, str) for k, v in self.node_selector.items()):
             problems.append(f"node_selector must map label names to string values, got {self.node_selector!r}")
-        for name in ("cpu_limit", "memory_limit_gb"):
+        for name in ("cpu_limit", "memory_limit_gb", "beam_cpu", "beam_memory_gb"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must be >= 0 (0: the cluster's default), got {getattr(self, name)}")
         if problems:
