@@ -84,7 +84,7 @@ def upload_archive(source: str | os.PathLike, destination_dir: str) -> Upload:
     source = Path(source).expanduser()
     _check_archive(source)
     data_dir = destination_dir.rstrip("/")
-    if not data_dir or data_dir.endswith(":/"):
+    if not destination_dir.partition("://")[2 if "://" in destination_dir else 0].strip("/"):
         raise UploadError(f"DEST_URI {destination_dir!r} needs a bucket and folder, e.g. gs://BUCKET/cifar-100")
     destination = f"{data_dir}/{ARCHIVE_NAME}"
     expected, size = sha256_of(str(source))
