@@ -18,6 +18,7 @@ from tfx.dsl.components.base import executor_spec
 from tfx.orchestration import data_types
 from tfx.types import standard_component_specs
 from tfx.types.component_spec import ExecutionParameter
+from tfx.utils import proto_utils
 
 BLESSING_MARGIN_KEY = "blessing_margin"
 
@@ -44,7 +45,7 @@ def apply_blessing_margin(exec_properties: dict[str, Any]) -> dict[str, Any]:
         raise ValueError("blessing_margin is set but the EvalConfig has no change threshold to apply it to")
     for change in thresholds:
         change.absolute.value = -margin
-    return {**exec_properties, standard_component_specs.EVAL_CONFIG_KEY: json_format.MessageToJson(config)}
+    return {**exec_properties, standard_component_specs.EVAL_CONFIG_KEY: proto_utils.proto_to_json(config)}
 
 
 class KDEvaluatorExecutor(EvaluatorExecutor):

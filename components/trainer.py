@@ -70,10 +70,10 @@ class KDTrainer(tfx.components.Trainer):
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(KDTrainerExecutor)
 
     def __init__(self, training_overrides: dict[str, Override] | None = None, **trainer_args: Any):
-        super().__init__(**trainer_args)
         unknown = sorted(set(training_overrides or {}) - set(TRAINING_OVERRIDES))
         if unknown:
             raise ValueError(f"training_overrides: unknown field(s) {unknown}; valid: {sorted(TRAINING_OVERRIDES)}")
+        super().__init__(**trainer_args)
         if training_overrides:
             # Trainer.__init__ builds a TrainerSpec; the same values in the subclass spec add the
             # override properties (TFX checks only that the spec is a TrainerSpec).

@@ -87,7 +87,7 @@ def trainer_resources(resources: presets.ResourcesConfig, gpus: int) -> Resource
 
 
 def beam_resources(resources: presets.ResourcesConfig, gpus: int = 0) -> ResourceSpec | None:
-    """The container resources of a Beam component (requests and limits alike), None when unset."""
+    """The container resources of a Beam component or DataImpressions (requests and limits alike), None when unset."""
     if not (gpus or resources.beam_cpu or resources.beam_memory_gb):
         return None
     spec = ResourceSpec(cpu_limit=resources.beam_cpu, cpu_request=resources.beam_cpu,
@@ -280,13 +280,14 @@ def compile_pipeline(preset: presets.Preset, pipeline_root: str, image: str, out
             trainer.with_platform_config(resources)
     workers = max(1, math.floor(preset.resources.beam_cpu))
     for component in pipeline.components:
-        if isinstance(component, BaseBeamComponent):
+        if isinstance(component, (BaseBeamComponent, DataImpressions)):
             gpus = preset.resources.teacher_gpus if isinstance(component, DataImpressions) else 0
             resources = beam_resources(preset.resources, gpus)
             if resources is not None:
                 component.with_platform_config(resources)
-            if preset.resources.beam_cpu and _beam_workers_args(beam_pipeline_args):
-                component.with_beam_pipeline_args([f"--direct_num_workers={workers}"])
+        if (isinstance(component, BaseBeamComponent) and preset.resources.beam_cpu
+                and _beam_workers_args(beam_pipeline_args)):
+            component.with_beam_pipeline_args([f"--direct_num_workers={workers}"])
     runner = tfx_experimental.KubeflowV2DagRunner(
         config=tfx_experimental.KubeflowV2DagRunnerConfig(default_image=image, use_pipeline_spec_2_1=True))
     spec = runner.run(pipeline, write_out=False)["pipelineSpec"]

@@ -381,9 +381,11 @@ def test_a_trainer_parameter_replaces_the_preset_value_in_its_config():
 
 
 def test_the_blessing_margin_parameter_replaces_the_change_threshold():
+    from tfx.utils import proto_utils
+
     from components import evaluator
     from pipelines.pipeline import eval_config
-    config = json_format.MessageToJson(eval_config(0.0))
+    config = proto_utils.proto_to_json(eval_config(0.0))  # as TFX stores it
     applied = evaluator.apply_blessing_margin({"eval_config": config, "blessing_margin": 0.02})
     parsed = json.loads(applied["eval_config"])
     thresholds = [t["threshold"]["change_threshold"]["absolute"] for m in parsed["metrics_specs"][0]["metrics"]
@@ -392,7 +394,7 @@ def test_the_blessing_margin_parameter_replaces_the_change_threshold():
     with pytest.raises(ValueError, match=r"blessing_margin must be in \[0, 1\)"):
         evaluator.apply_blessing_margin({"eval_config": config, "blessing_margin": 1.5})
     with pytest.raises(ValueError, match="no change threshold"):
-        evaluator.apply_blessing_margin({"eval_config": json_format.MessageToJson(eval_config(None)),
+        evaluator.apply_blessing_margin({"eval_config": proto_utils.proto_to_json(eval_config(None)),
                                          "blessing_margin": 0.1})
 
 
@@ -450,6 +452,8 @@ def test_dataflow_option_gives_a_complete_argument_set(tmp_path):
 
 def test_data_impressions_gets_the_teachers_gpus(tmp_path):
     _, (spec,) = compile_to(tmp_path, "zero_shot", ["resources.teacher_gpus=1", "resources.beam_cpu=4"])
-    assert executor(spec, "dataimpressions")["resources"]["accelerator"] == {"type": "nvidia.com/gpu", "count": "1"}
-    assert executor(spec, "dataimpressions")["args"][-1] == "--direct_num_workers=4"
+    impressions = executor(spec, "dataimpressions")["resources"]
+    assert impressions == {"cpuLimit": 4.0, "cpuRequest": 4.0, "memoryLimit": 8.0, "memoryRequest": 8.0,
+                           "accelerator": {"type": "nvidia.com/gpu", "count": "1"}}
+    assert executor(spec, "cifarexamplegen")["args"][-1] == "--direct_num_workers=4"
     assert "accelerator" not in executor(spec, "cifarexamplegen")["resources"]
