@@ -106,6 +106,8 @@ def test_dag_has_every_task_in_dependency_order(seed):
         assert spec["cachingOptions"]["enableCache"] is True
 
 
+# The image is the Beam workers' environment: TFX then does not build an sdist of itself in each pod.
+PIPELINE_BEAM_ARGS = [*kubeflow_runner.DEFAULT_BEAM_ARGS, f"--sdk_container_image={IMAGE}"]
 BEAM_RESOURCES = {"cpuLimit": 2.0, "cpuRequest": 2.0, "memoryLimit": 8.0, "memoryRequest": 8.0}
 
 
@@ -117,11 +119,11 @@ def test_image_arguments_and_gpu_requests(seed):
             assert container["resources"] == {"accelerator": {"type": "nvidia.com/gpu", "count": "1"}}, name
         elif name.startswith(BEAM_TASKS):  # Beam's workers: one per requested core, not per node core
             assert container["resources"] == BEAM_RESOURCES, name
-            assert container["args"][-2:] == ["--direct_running_mode=multi_processing", "--direct_num_workers=2"]
+            assert container["args"][-3:] == [*PIPELINE_BEAM_ARGS, "--direct_num_workers=2"], name
         else:
             assert "resources" not in container, name
         if not name.startswith(BEAM_TASKS):
-            assert container["args"][-1:] == list(kubeflow_runner.DEFAULT_BEAM_ARGS), name
+            assert container["args"][-2:] == PIPELINE_BEAM_ARGS, name
     parameters = seed.tasks["trainer-fitnet-trial2"]["inputs"]["parameters"]
     assert parameters["run_fn"]["runtimeValue"]["constant"] == RUN_FN
     config = json.loads(parameters["custom_config"]["runtimeValue"]["constant"])
@@ -201,8 +203,8 @@ def test_kd_compile_applies_preset_overrides(tmp_path, capsys):
     assert not any(t.get("cachingOptions", {}).get("enableCache") for t in tasks.values())
     assert executor(spec, "trainer-at-trial1")["resources"]["accelerator"]["count"] == "1"
     assert "resources" not in executor(spec, "trainer-teacher")
-    assert executor(spec, "leaderboard")["args"][-1] == "--direct_num_workers=2"
-    assert executor(spec, "cifarexamplegen")["args"][-1] == "--direct_num_workers=2"  # the user's, not added
+    assert executor(spec, "leaderboard")["args"][-2:] == ["--direct_num_workers=2", f"--sdk_container_image={IMAGE}"]
+    assert executor(spec, "cifarexamplegen")["args"][-2:] == executor(spec, "leaderboard")["args"][-2:]  # not added
     assert cli.main(["compile", "--preset", "smoke", "--pipeline-root", "/local", "--image", IMAGE,
                      "--output", str(output)]) == 2
     assert "--pipeline-root" in capsys.readouterr().err
