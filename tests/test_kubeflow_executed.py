@@ -28,7 +28,7 @@ import yaml
 from conftest import REPO_ROOT, SMOKE_OVERRIDES
 from pipelines import kubeflow_runner, presets
 
-TASK_TIMEOUT_S = 300
+TASK_TIMEOUT_S = 900  # one task; minutes on a loaded 2-core machine
 # Pipeline parameters this run changes from the compiled defaults.
 RUN_TEACHER_LEARNING_RATE = 0.05
 CONDITION_TERM = re.compile(r"inputs\.artifacts\['([^']+)'\]\.artifacts\[0\]\.metadata\['([^']+)'\] == ([0-9.]+)")
