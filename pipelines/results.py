@@ -42,7 +42,7 @@ def latest_artifacts(connection_config: metadata_store_pb2.ConnectionConfig,
 def leaderboard_dir(artifacts: dict[str, dict[str, metadata_store_pb2.Artifact]]) -> str:
     """The folder of the run's Leaderboard output."""
     outputs = artifacts.get("Leaderboard", {})
-    for type_name in (leaderboard.LeaderboardArtifact.TYPE_NAME, leaderboard.LeaderboardArtifact.LEGACY_TYPE_NAME):
+    for type_name in (leaderboard.LeaderboardArtifact.TYPE_NAME, *leaderboard.LeaderboardArtifact.LEGACY_TYPE_NAMES):
         if type_name in outputs:
             return outputs[type_name].uri
     raise ValueError("the run has no Leaderboard output (did the pipeline finish?)")
