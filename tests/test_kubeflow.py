@@ -459,3 +459,24 @@ def test_data_impressions_gets_the_teachers_gpus(tmp_path):
                            "accelerator": {"type": "nvidia.com/gpu", "count": "1"}}
     assert executor(spec, "cifarexamplegen")["args"][-1] == "--direct_num_workers=4"
     assert "accelerator" not in executor(spec, "cifarexamplegen")["resources"]
+
+
+def test_every_artifact_type_resolves_in_the_container_entry_point(seed, tmp_path):
+    # TFX's Kubeflow entry point imports each artifact's class by its schema title; a custom type
+    # whose TYPE_NAME is not an import path fails only on the cluster (as the Leaderboard's once did).
+    from tfx.orchestration.kubeflow.v2.container import kubeflow_v2_entrypoint_utils as entrypoint
+    from tfx.types import artifact
+    from tfx.utils import import_utils
+
+    _, (zero_shot,) = compile_to(tmp_path, "zero_shot")
+    titles = set()
+    for spec in (seed.spec, zero_shot):
+        for component in spec["components"].values():
+            for side in ("inputDefinitions", "outputDefinitions"):
+                for definition in component.get(side, {}).get("artifacts", {}).values():
+                    schema = pipeline_spec_pb2.ArtifactTypeSchema(**{"instance_schema":
+                                                                     definition["artifactType"]["instanceSchema"]})
+                    path = entrypoint._retrieve_class_path(schema)
+                    assert issubclass(import_utils.import_class_by_path(path), artifact.Artifact), path
+                    titles.add(yaml.safe_load(schema.instance_schema)["title"])
+    assert "components.LeaderboardArtifact" in titles and "tfx.Model" in titles
