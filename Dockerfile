@@ -1,7 +1,9 @@
 # The pipeline image for Kubeflow Pipelines / Vertex AI (docs/kubeflow.md): TFX 1.16 with this
 # project installed, every version pinned by requirements/lock.txt as for .venv, so each
 # component finds kd_trainer.run_fn.run_fn, kd_trainer.metrics and components.* by module path.
-# Built and pushed by skaffold (skaffold.yaml); `docker build .` works too.
+# Runtime dependencies only: the project's [project.dependencies], not its test / notebook
+# extras (pytest, jupyter), which the lock file also pins. Built and pushed by skaffold
+# (skaffold.yaml); `docker build .` works too.
 ARG BASE_IMAGE=gcr.io/tfx-oss-public/tfx:1.16.0
 FROM ${BASE_IMAGE}
 
@@ -12,19 +14,27 @@ ENV TF_USE_LEGACY_KERAS=1 \
 
 WORKDIR /opt/kd-benchmark
 
-# Every pinned version first: this layer is rebuilt only when the lock file changes.
+# The dependencies first, at the lock file's versions: this layer is rebuilt only when the
+# lock file or pyproject.toml change. (pyproject.toml alone builds an empty distribution
+# whose requirements pip installs; it is removed again.)
 COPY requirements/lock.txt requirements/lock.txt
-RUN python -m pip install --requirement requirements/lock.txt
-
-# Then the project, constrained by the same lock file (as scripts/setup.sh does).
 COPY pyproject.toml README.md ./
+RUN python -m pip install --constraint requirements/lock.txt . \
+    && python -m pip uninstall --yes kd-benchmark
+
+# Then the project itself, without resolving anything again.
 COPY components components
 COPY kd_trainer kd_trainer
 COPY pipelines pipelines
-RUN python -m pip install --constraint requirements/lock.txt . \
-    && python -c "import kd_trainer.run_fn, kd_trainer.metrics, components.leaderboard"
+RUN python -m pip install --no-deps --constraint requirements/lock.txt . \
+    && rm -rf /opt/kd-benchmark/components /opt/kd-benchmark/kd_trainer /opt/kd-benchmark/pipelines build
 
-# Kubeflow may require non-root pods; CIFAR-100 downloads go to this user's ~/.cache.
+# The import check runs outside the source folder and asserts the installed package is what loads.
+WORKDIR /
+RUN python -c "import kd_trainer.run_fn, kd_trainer.metrics, components.trainer, components.evaluator, \
+components.leaderboard, pipelines.cli; assert '/site-packages/' in kd_trainer.__file__, kd_trainer.__file__"
+
+# Kubeflow may require non-root pods; CIFAR-100 downloads (data.allow_download) go to this user's ~/.cache.
 RUN useradd --create-home --uid 1000 kd
 USER 1000
 WORKDIR /home/kd

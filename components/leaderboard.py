@@ -56,9 +56,12 @@ class LeaderboardArtifact(types.Artifact):
     """A folder with the leaderboard tables, plots and HTML report."""
 
     # KFP v2 (Kubeflow, Vertex AI) accepts custom artifact types named `<namespace>.<Name>` only.
-    TYPE_NAME = "kd_benchmark.Leaderboard"
-    # The name runs recorded before that rename carry in ML Metadata.
-    LEGACY_TYPE_NAME = "KDLeaderboard"
+    # On Kubeflow, TFX's entry point imports a custom type by its name, which must also be a
+    # KFP schema title (`namespace.Title`, one dot): `components.LeaderboardArtifact`, which
+    # components/__init__.py resolves (tests/test_kubeflow_executed.py runs it).
+    TYPE_NAME = "components.LeaderboardArtifact"
+    # The names runs recorded before the renames carry in ML Metadata.
+    LEGACY_TYPE_NAMES = ("kd_benchmark.Leaderboard", "KDLeaderboard")
 
 
 def _read_json(path: str) -> Any:

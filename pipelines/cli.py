@@ -66,34 +66,72 @@ def _compile(args: argparse.Namespace) -> int:
     preset = presets.resolve(args.preset, args.overrides)
     output = args.output or kubeflow_runner.default_output(preset)
     try:
-        path = kubeflow_runner.compile_pipeline(
-            preset, args.pipeline_root, args.image, output, code_revision(),
-            beam_pipeline_args=args.beam_args or kubeflow_runner.DEFAULT_BEAM_ARGS, enable_cache=not args.no_cache)
+        beam_args = list(args.beam_args or kubeflow_runner.DEFAULT_BEAM_ARGS)
+        if args.dataflow:
+            beam_args = kubeflow_runner.dataflow_args(args.dataflow, args.pipeline_root, args.image) + args.beam_args
+        compiled = kubeflow_runner.compile_pipeline(
+            preset, args.pipeline_root, args.image, output, code_revision(), beam_pipeline_args=beam_args,
+            enable_cache=not args.no_cache, allow_download=args.allow_download)
     except kubeflow_runner.OptionError as error:
         print(f"kd: error: {error}", file=sys.stderr)
         return 2
-    print(f"kd: pipeline '{kubeflow_runner.pipeline_name(preset)}' ({args.target}) written to {path}\n"
+    parameters = ", ".join(f"{name}={value!r}" for name, value in compiled.parameters.items())
+    print(f"kd: pipeline '{compiled.name}' ({args.target}) written to {compiled.path} "
+          f"({compiled.size_bytes / 1024:.0f} KiB)\n"
           f"  image:         {args.image}\n  pipeline root: {args.pipeline_root}\n"
-          f"  submit:        kd submit {path} --host KFP_HOST  (or upload it in the Kubeflow or Vertex AI UI)")
+          f"  parameters:    {parameters}\n"
+          f"  submit:        kd submit {compiled.path} --host KFP_HOST [--param NAME=VALUE]  "
+          f"(or upload it in the Kubeflow or Vertex AI UI)")
+    if compiled.over_annotation_limit:
+        print(f"kd: warning: the definition is over {kubeflow_runner.ANNOTATION_LIMIT_BYTES // 1024} KiB: Kubeflow "
+              f"Pipelines backends before 2.3 cannot run it (kubeflow/pipelines#10968); use KFP >= 2.3 or fewer "
+              f"trials / methods per pipeline", file=sys.stderr)
     return 0
 
 
 def _submit(args: argparse.Namespace) -> int:
+    import yaml
+
     from pipelines import kubeflow_runner
 
     try:
+        package = Path(args.package)
+        if not package.is_file():
+            raise kubeflow_runner.OptionError(f"no compiled pipeline at {package} (run `kd compile` first)")
+        parameters = kubeflow_runner.parse_parameters(next(yaml.safe_load_all(package.read_text())), args.params)
+        auth = kubeflow_runner.Auth(token=args.token, token_file=args.token_file, iap_client_id=args.iap_client_id,
+                                    sa_token_path=args.sa_token_path, cookies=args.cookies,
+                                    ssl_ca_cert=args.ssl_ca_cert)
         submission = kubeflow_runner.submit(
-            args.package, args.host, experiment=args.experiment,
-            run_name=args.run_name or kubeflow_runner.timestamped(Path(args.package).stem),
-            version_name=args.version_name or kubeflow_runner.timestamped(Path(args.package).stem),
+            package, args.host, experiment=args.experiment,
+            run_name=args.run_name or kubeflow_runner.timestamped(package.stem),
+            version_name=args.version_name or kubeflow_runner.timestamped(package.stem),
             namespace=args.namespace, pipeline_root=args.pipeline_root,
-            enable_caching=False if args.no_cache else None)
+            enable_caching=False if args.no_cache else None, parameters=parameters, auth=auth)
     except kubeflow_runner.OptionError as error:
         print(f"kd: error: {error}", file=sys.stderr)
         return 2
+    except kubeflow_runner.SubmitError as error:
+        print(f"kd: error: {error}", file=sys.stderr)
+        return 1
     print(f"kd: run {submission.run_id} started on {args.host} (experiment {submission.experiment_id}, "
           f"pipeline {submission.pipeline_id}, version {submission.version_id})\n"
           f"  follow it at {args.host.rstrip('/')}/#/runs/details/{submission.run_id}")
+    return 0
+
+
+def _data_upload(args: argparse.Namespace) -> int:
+    from pipelines import cluster_data
+
+    source = Path(args.archive) if args.archive else cluster_data.default_archive()
+    print(f"kd: copying {source} to {args.destination} ...", flush=True)
+    try:
+        upload = cluster_data.upload_archive(source, args.destination)
+    except cluster_data.UploadError as error:
+        print(f"kd: error: {error}", file=sys.stderr)
+        return 1
+    print(f"kd: {upload.destination}: {upload.size:,} bytes, sha256 {upload.sha256} (verified by reading it back)\n"
+          f"  compile with: --set data.data_dir={upload.data_dir}")
     return 0
 
 
@@ -134,7 +172,13 @@ def parser() -> argparse.ArgumentParser:
                           help="the pipeline image built from the Dockerfile, e.g. REGISTRY/kd-benchmark:TAG")
     compile_.add_argument("--beam-arg", dest="beam_args", action="append", default=[],
                           help="Beam pipeline argument for the Beam components (repeatable; default: the "
-                               "DirectRunner in multi-processing mode on all cores of each pod)")
+                               "DirectRunner in multi-processing mode, one worker per core the pod requests)")
+    compile_.add_argument("--dataflow", metavar="PROJECT/REGION",
+                          help="run the Beam components on Dataflow (temp_location under the pipeline root, "
+                               "the pipeline image as SDK container)")
+    compile_.add_argument("--allow-download", action="store_true",
+                          help="accept an empty data.data_dir: the ExampleGen pod downloads CIFAR-100 (needs "
+                               "internet access from the pods)")
     compile_.add_argument("--output", help="the YAML file to write (default outputs/kubeflow/kd-<preset>.yaml)")
     compile_.add_argument("--no-cache", action="store_true", help="compile with caching off for every task")
     compile_.set_defaults(handler=_compile)
@@ -148,7 +192,26 @@ def parser() -> argparse.ArgumentParser:
     submit.add_argument("--namespace", help="Kubernetes namespace (multi-user Kubeflow)")
     submit.add_argument("--pipeline-root", help="override the pipeline root given at compile time")
     submit.add_argument("--no-cache", action="store_true", help="run every task again, even if cached")
+    submit.add_argument("--param", dest="params", action="append", default=[], metavar="NAME=VALUE",
+                        help="a pipeline parameter of this run, e.g. student_epochs=30 (repeatable; `kd compile` "
+                             "lists them)")
+    auth = submit.add_argument_group("authentication (kfp.Client's options; default: none)")
+    auth.add_argument("--token", help="an existing bearer token")
+    auth.add_argument("--token-file", help="a file holding a bearer token")
+    auth.add_argument("--cookies", help='cookies to send, e.g. "authservice_session=..." (Dex login)')
+    auth.add_argument("--iap-client-id", help="OAuth client id of an IAP-protected endpoint (Google Cloud)")
+    auth.add_argument("--sa-token-path", help="a projected service account token file, e.g. "
+                                              "/var/run/secrets/kubeflow/pipelines/token (in the cluster)")
+    auth.add_argument("--ssl-ca-cert", help="CA bundle that signs the host's TLS certificate")
     submit.set_defaults(handler=_submit)
+
+    data = commands.add_parser("data", help="CIFAR-100 for cluster runs")
+    data_commands = data.add_subparsers(dest="data_command", required=True)
+    upload = data_commands.add_parser("upload", help="copy the CIFAR-100 archive to object storage and verify it")
+    upload.add_argument("destination", metavar="DEST_URI", help="a tf.io.gfile folder URI, e.g. gs://BUCKET/cifar-100")
+    upload.add_argument("--archive", help="the local cifar-100-python.tar.gz (default: in $KD_CIFAR100_DIR, else "
+                                          "the download cache ~/.cache/kd-benchmark/cifar-100)")
+    upload.set_defaults(handler=_data_upload)
 
     report = commands.add_parser("report", help="regenerate the leaderboard and HTML report of a finished run",
                                  parents=[failures])

@@ -57,6 +57,11 @@ class ResourcesConfig:
     node_selector: dict[str, str] = dataclasses.field(default_factory=dict)
     cpu_limit: float = 0.0  # cores
     memory_limit_gb: float = 0.0
+    # The Beam components' pods (ExampleGen, Evaluators, DataImpressions): CPU / memory
+    # requests (and limits); Beam's DirectRunner starts one worker per requested core.
+    # DataImpressions also gets teacher_gpus GPUs. 0: the cluster's default, and one worker.
+    beam_cpu: float = 2.0
+    beam_memory_gb: float = 8.0
 
     def __post_init__(self):
         problems = []
@@ -69,7 +74,9 @@ class ResourcesConfig:
         if not all(isinstance(k, str) and k and isinstance(v, str) for k, v in self.node_selector.items()):
             problems.append(f"node_selector must map label names to string values, got {self.node_selector!r}")
         problems += collect(number_problem("cpu_limit", self.cpu_limit, 0, 1024),
-                            number_problem("memory_limit_gb", self.memory_limit_gb, 0, 65536))
+                            number_problem("memory_limit_gb", self.memory_limit_gb, 0, 65536),
+                            number_problem("beam_cpu", self.beam_cpu, 0, 1024),
+                            number_problem("beam_memory_gb", self.beam_memory_gb, 0, 65536))
         if problems:
             raise ValueError(f"invalid {type(self).__name__}: " + "; ".join(problems))
 

@@ -129,7 +129,7 @@ def relocated(artifacts: dict[str, dict[str, metadata_store_pb2.Artifact]],
 def leaderboard_dir(artifacts: dict[str, dict[str, metadata_store_pb2.Artifact]]) -> str:
     """The folder of the run's Leaderboard output."""
     outputs = artifacts.get("Leaderboard", {})
-    for type_name in (leaderboard.LeaderboardArtifact.TYPE_NAME, leaderboard.LeaderboardArtifact.LEGACY_TYPE_NAME):
+    for type_name in (leaderboard.LeaderboardArtifact.TYPE_NAME, *leaderboard.LeaderboardArtifact.LEGACY_TYPE_NAMES):
         if type_name in outputs:
             return outputs[type_name].uri
     raise RunFolderError("the run has no Leaderboard output (did the pipeline finish?)")

@@ -1,7 +1,8 @@
-"""Kubeflow / Vertex AI deployment, offline: the compiled KFP v2 definition, the submit
-command against a fake client, the image build files, and the Trainers' device strategy."""
+"""Kubeflow / Vertex AI deployment, offline: the compiled KFP v2 definition, the image build
+files, and the Trainers' device strategy. `kd submit` against a fake KFP server:
+tests/test_kubeflow_submit.py; the compiled tasks executed: tests/test_kubeflow_executed.py."""
 
-import inspect
+import dataclasses
 import json
 import os
 import re
@@ -20,12 +21,14 @@ from kfp.pipeline_spec import pipeline_spec_pb2
 from conftest import REPO_ROOT
 from kd_trainer import devices
 from pipelines import cli, kubeflow_runner, presets
-from pipelines.pipeline import RUN_FN, evaluator_id, trainer_id
+from pipelines.pipeline import PARAMETER_FIELDS, RUN_FN, evaluator_id, preset_value, trainer_id
 
 IMAGE = "registry.example.com/team/kd-benchmark:0123abcd"
 ROOT = "gs://kd-test-bucket/pipelines"
 REVISION = "rev-under-test"
+DATA_DIR = "gs://kd-test-bucket/cifar-100"
 TFX_ENTRYPOINT = ["python", "-m", "tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor"]
+BEAM_TASKS = ("cifarexamplegen", "evaluator-", "dataimpressions")
 
 
 def task(component_id: str) -> str:
@@ -33,8 +36,8 @@ def task(component_id: str) -> str:
 
 
 def compile_to(tmp_path: Path, preset_name: str, overrides=(), name="pipeline.yaml") -> tuple[Path, list[dict]]:
-    path = kubeflow_runner.compile_pipeline(presets.resolve(preset_name, list(overrides)), ROOT, IMAGE,
-                                            tmp_path / name, REVISION)
+    preset = presets.resolve(preset_name, [f"data.data_dir={DATA_DIR}", *overrides])
+    path = kubeflow_runner.compile_pipeline(preset, ROOT, IMAGE, tmp_path / name, REVISION).path
     return path, list(yaml.safe_load_all(path.read_text()))
 
 
@@ -103,15 +106,24 @@ def test_dag_has_every_task_in_dependency_order(seed):
         assert spec["cachingOptions"]["enableCache"] is True
 
 
+# The image is the Beam workers' environment: TFX then does not build an sdist of itself in each pod.
+PIPELINE_BEAM_ARGS = [*kubeflow_runner.DEFAULT_BEAM_ARGS, f"--sdk_container_image={IMAGE}"]
+BEAM_RESOURCES = {"cpuLimit": 2.0, "cpuRequest": 2.0, "memoryLimit": 8.0, "memoryRequest": 8.0}
+
+
 def test_image_arguments_and_gpu_requests(seed):
     for name in seed.tasks:
         container = executor(seed.spec, name)
         assert container["image"] == IMAGE and container["command"] == TFX_ENTRYPOINT
-        assert container["args"][-2:] == list(kubeflow_runner.DEFAULT_BEAM_ARGS)
         if name.startswith("trainer-"):
             assert container["resources"] == {"accelerator": {"type": "nvidia.com/gpu", "count": "1"}}, name
+        elif name.startswith(BEAM_TASKS):  # Beam's workers: one per requested core, not per node core
+            assert container["resources"] == BEAM_RESOURCES, name
+            assert container["args"][-3:] == [*PIPELINE_BEAM_ARGS, "--direct_num_workers=2"], name
         else:
             assert "resources" not in container, name
+        if not name.startswith(BEAM_TASKS):
+            assert container["args"][-2:] == PIPELINE_BEAM_ARGS, name
     parameters = seed.tasks["trainer-fitnet-trial2"]["inputs"]["parameters"]
     assert parameters["run_fn"]["runtimeValue"]["constant"] == RUN_FN
     config = json.loads(parameters["custom_config"]["runtimeValue"]["constant"])
@@ -119,7 +131,7 @@ def test_image_arguments_and_gpu_requests(seed):
             config["epochs"], config["code_revision"]) == ("student", "fitnet", 2, "seed_resnet8", "seed_resnet32",
                                                            100, REVISION)
     eval_config = seed.tasks["evaluator-at-trial1"]["inputs"]["parameters"]["eval_config"]["runtimeValue"]
-    assert '"module": "kd_trainer.metrics"' in eval_config["constant"]
+    assert json.loads(eval_config["constant"])["metrics_specs"][0]["metrics"][-1]["module"] == "kd_trainer.metrics"
 
 
 def test_no_path_of_this_machine_leaks(seed, tmp_path):
@@ -131,7 +143,8 @@ def test_no_path_of_this_machine_leaks(seed, tmp_path):
 
 def test_cpu_only_preset_requests_nothing_and_node_selectors_go_to_the_platform_spec(tmp_path):
     _, (smoke,) = compile_to(tmp_path, "smoke", name="cpu.yaml")
-    assert all("resources" not in executor(smoke, name) for name in smoke["root"]["dag"]["tasks"])
+    assert all("resources" not in executor(smoke, name) for name in smoke["root"]["dag"]["tasks"]
+               if not name.startswith(BEAM_TASKS))
 
     selector = {"cloud.google.com/gke-accelerator": "nvidia-tesla-t4"}
     path, documents = compile_to(tmp_path, "smoke", ["resources.teacher_gpus=2", "resources.cpu_limit=4",
@@ -141,10 +154,12 @@ def test_cpu_only_preset_requests_nothing_and_node_selectors_go_to_the_platform_
     assert executor(spec, "trainer-teacher")["resources"] == {
         "cpuLimit": 4.0, "memoryLimit": 15.0, "accelerator": {"type": "nvidia.com/gpu", "count": "2"}}
     assert executor(spec, "trainer-at-trial1")["resources"] == {"cpuLimit": 4.0, "memoryLimit": 15.0}
-    assert "resources" not in executor(spec, "evaluator-at-trial1")
+    assert executor(spec, "evaluator-at-trial1")["resources"] == BEAM_RESOURCES
     trainers = {n for n in spec["root"]["dag"]["tasks"] if n.startswith("trainer-")}
+    labels = {kubeflow_runner.executor_label(spec, n) for n in trainers}
+    assert len(labels) == 3  # the teacher's (2 GPUs), the baseline's (no base_model), the students' shared one
     executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    assert executors == {f"exec-{n}": {"nodeSelector": {"labels": selector}} for n in trainers}
+    assert executors == {label: {"nodeSelector": {"labels": selector}} for label in labels}
     json_format.ParseDict(platform, pipeline_spec_pb2.PlatformSpec())
     assert kfp.components.load_component_from_file(str(path)).platform_spec.platforms["kubernetes"]
     assert "&id" not in path.read_text()  # no YAML aliases
@@ -178,6 +193,7 @@ def test_kd_compile_applies_preset_overrides(tmp_path, capsys):
     output = tmp_path / "out" / "kd-smoke.yaml"
     code = cli.main(["compile", "--target", "kubeflow", "--preset", "smoke", "--pipeline-root", ROOT,
                      "--image", IMAGE, "--output", str(output), "--set", "methods=soft_logits,at",
+                     "--set", f"data.data_dir={DATA_DIR}",
                      "--set", "resources.student_gpus=1", "--beam-arg=--direct_num_workers=2", "--no-cache"])
     assert code == 0 and str(output) in capsys.readouterr().out
     spec = yaml.safe_load(output.read_text())
@@ -187,102 +203,11 @@ def test_kd_compile_applies_preset_overrides(tmp_path, capsys):
     assert not any(t.get("cachingOptions", {}).get("enableCache") for t in tasks.values())
     assert executor(spec, "trainer-at-trial1")["resources"]["accelerator"]["count"] == "1"
     assert "resources" not in executor(spec, "trainer-teacher")
-    assert executor(spec, "leaderboard")["args"][-1] == "--direct_num_workers=2"
+    assert executor(spec, "leaderboard")["args"][-2:] == ["--direct_num_workers=2", f"--sdk_container_image={IMAGE}"]
+    assert executor(spec, "cifarexamplegen")["args"][-2:] == executor(spec, "leaderboard")["args"][-2:]  # not added
     assert cli.main(["compile", "--preset", "smoke", "--pipeline-root", "/local", "--image", IMAGE,
                      "--output", str(output)]) == 2
     assert "--pipeline-root" in capsys.readouterr().err
-
-
-class FakeClient:
-    """Records kfp.Client calls; `existing` is the id of an already uploaded pipeline."""
-
-    def __init__(self, existing: str | None = None):
-        self.existing, self.calls = existing, []
-
-    def _record(self, method, *args, **kwargs):
-        self.calls.append((method, args, kwargs))
-
-    def get_pipeline_id(self, name):
-        self._record("get_pipeline_id", name)
-        return self.existing
-
-    def upload_pipeline(self, pipeline_package_path, pipeline_name=None, description=None):
-        self._record("upload_pipeline", pipeline_package_path, pipeline_name=pipeline_name, description=description)
-        return types.SimpleNamespace(pipeline_id="p-new")
-
-    def list_pipeline_versions(self, pipeline_id):
-        self._record("list_pipeline_versions", pipeline_id)
-        return types.SimpleNamespace(pipeline_versions=[types.SimpleNamespace(pipeline_version_id="v-first")])
-
-    def upload_pipeline_version(self, pipeline_package_path, pipeline_version_name, pipeline_id=None):
-        self._record("upload_pipeline_version", pipeline_package_path, pipeline_version_name=pipeline_version_name,
-                     pipeline_id=pipeline_id)
-        return types.SimpleNamespace(pipeline_version_id="v-next")
-
-    def create_experiment(self, name, namespace=None):
-        self._record("create_experiment", name=name, namespace=namespace)
-        return types.SimpleNamespace(experiment_id="e-1")
-
-    def run_pipeline(self, **kwargs):
-        self._record("run_pipeline", **kwargs)
-        return types.SimpleNamespace(run_id="r-1")
-
-
-@pytest.fixture(scope="module")
-def package(tmp_path_factory):
-    return compile_to(tmp_path_factory.mktemp("package"), "smoke", ["methods=soft_logits"], "kd-smoke.yaml")[0]
-
-
-def assert_real_client_accepts(calls):
-    """Every recorded call binds to kfp.Client's own signature (the fake cannot drift from it)."""
-    for name, args, kwargs in calls:
-        inspect.signature(getattr(kfp.Client, name)).bind(None, *args, **kwargs)
-
-
-def test_submit_uploads_a_new_pipeline_and_runs_its_version(package):
-    clients = []
-
-    def factory(host, namespace):
-        clients.append((host, namespace, FakeClient()))
-        return clients[-1][2]
-
-    result = kubeflow_runner.submit(package, "https://kfp.example.com", experiment="kd", run_name="run 1",
-                                    version_name="unused", namespace="team-a", client_factory=factory)
-    (host, namespace, client), = clients
-    assert (host, namespace) == ("https://kfp.example.com", "team-a")
-    assert client.calls == [
-        ("get_pipeline_id", ("kd-smoke",), {}),
-        ("upload_pipeline", (str(package),), {"pipeline_name": "kd-smoke", "description": "KD benchmark (kd-smoke)"}),
-        ("list_pipeline_versions", ("p-new",), {}),
-        ("create_experiment", (), {"name": "kd", "namespace": "team-a"}),
-        ("run_pipeline", (), {"experiment_id": "e-1", "job_name": "run 1", "pipeline_id": "p-new",
-                              "version_id": "v-first", "pipeline_root": None, "enable_caching": None}),
-    ]
-    assert result == kubeflow_runner.Submission("p-new", "v-first", "e-1", "r-1")
-    assert_real_client_accepts(client.calls)
-
-
-def test_kd_submit_adds_a_version_to_an_existing_pipeline(package, monkeypatch, capsys):
-    client = FakeClient(existing="p-old")
-    monkeypatch.setattr(kubeflow_runner, "kfp_client", lambda host, namespace: client)
-    code = cli.main(["submit", str(package), "--host", "http://localhost:8080", "--version-name", "v2",
-                     "--pipeline-root", "gs://other/root", "--no-cache"])
-    assert code == 0 and "run r-1 started" in capsys.readouterr().out
-    names = [name for name, _, _ in client.calls]
-    assert names == ["get_pipeline_id", "upload_pipeline_version", "create_experiment", "run_pipeline"]
-    assert client.calls[1][2] == {"pipeline_version_name": "v2", "pipeline_id": "p-old"}
-    assert client.calls[2][2] == {"name": "kd-benchmark", "namespace": None}
-    run = client.calls[3][2]
-    assert (run["pipeline_id"], run["version_id"], run["pipeline_root"], run["enable_caching"]) == \
-        ("p-old", "v-next", "gs://other/root", False)
-    assert run["job_name"].startswith("kd-smoke ")
-    assert_real_client_accepts(client.calls)
-
-
-def test_submit_needs_a_compiled_package(tmp_path):
-    with pytest.raises(kubeflow_runner.OptionError, match="kd compile"):
-        kubeflow_runner.submit(tmp_path / "missing.yaml", "http://h", "e", "r", "v",
-                               client_factory=lambda *_: pytest.fail("no client without a package"))
 
 
 def test_skaffold_builds_the_dockerfile_image():
@@ -310,6 +235,15 @@ def test_dockerfile_installs_the_project_from_the_lock_file():
     assert "TF_USE_LEGACY_KERAS=1" in env.split()
     runs = [value for kind, value in instructions if kind == "RUN"]
     assert any("pip install --constraint requirements/lock.txt ." in run for run in runs)
+    # Runtime dependencies only: the lock file (which pins pytest and jupyter too) is a constraint,
+    # never a requirement list.
+    assert not any("--requirement" in run or " -r " in run for run in runs)
+    assert "pytest" in (REPO_ROOT / "requirements/lock.txt").read_text()
+    # The import check runs outside the source tree and proves the installed package loads.
+    check = next(i for i, (kind, value) in enumerate(instructions) if kind == "RUN" and "import kd_trainer" in value)
+    assert [value for kind, value in instructions[:check] if kind == "WORKDIR"][-1] == "/"
+    assert "'/site-packages/' in kd_trainer.__file__" in instructions[check][1]
+    assert "components.evaluator" in instructions[check][1]
     copied = {value.split()[0] for kind, value in instructions if kind == "COPY"} | {
         part for kind, value in instructions if kind == "COPY" for part in value.split()[:-1]}
     pyproject = (REPO_ROOT / "pyproject.toml").read_text()
@@ -386,3 +320,163 @@ def test_a_mirrored_step_equals_the_single_device_step():
     assert result.returncode == 0, result.stderr[-3000:]
     difference = float(re.search(r"max difference (\S+)", result.stdout).group(1))
     assert difference < 1e-6
+
+
+@pytest.mark.parametrize("preset_name", [name for name in presets.PRESETS if name != "seed"])  # seed: fixture
+def test_every_preset_compiles_to_a_valid_pipeline_name(tmp_path, preset_name):
+    path, (spec,) = compile_to(tmp_path, preset_name)
+    name = spec["pipelineInfo"]["name"]
+    assert kubeflow_runner.PIPELINE_NAME_PATTERN.fullmatch(name) and name == f"kd-{preset_name.replace('_', '-')}"
+    assert kfp.components.load_component_from_file(str(path)).name == name
+    json_format.ParseDict(spec, pipeline_spec_pb2.PipelineSpec())
+
+
+def test_pipeline_names_are_sanitised():
+    renamed = dataclasses.replace(presets.resolve("smoke"), name="My_Preset.v2")
+    assert kubeflow_runner.pipeline_name(renamed) == "kd-my-preset-v2"
+    assert len(kubeflow_runner.pipeline_name(dataclasses.replace(renamed, name="x" * 300))) == 128
+
+
+def test_seed_spec_shares_definitions_and_fits_old_backends(seed):
+    # 99 tasks, a handful of distinct components/executors (was one per task: 576 KB).
+    assert len(seed.tasks) == 99 and len(seed.spec["components"]) <= 8
+    assert set(seed.spec["components"]) == {t["componentRef"]["name"] for t in seed.tasks.values()}
+    assert set(seed.spec["deploymentSpec"]["executors"]) == {c["executorLabel"] for c in seed.spec["components"].values()}
+    assert len(seed.text.encode()) < kubeflow_runner.ANNOTATION_LIMIT_BYTES
+
+
+def test_pipeline_parameters_default_to_the_preset(seed):
+    declared = seed.spec["root"]["inputDefinitions"]["parameters"]
+    preset = presets.resolve("seed", [f"data.data_dir={DATA_DIR}"])
+    assert set(declared) == set(PARAMETER_FIELDS)
+    kinds = {int: "NUMBER_INTEGER", float: "NUMBER_DOUBLE", str: "STRING"}
+    for name, field in PARAMETER_FIELDS.items():
+        default = preset_value(preset, field)
+        assert declared[name] == {"parameterType": kinds[type(default)], "defaultValue": default,
+                                  "isOptional": True}, name
+    assert declared["data_dir"]["defaultValue"] == DATA_DIR and declared["student_epochs"]["defaultValue"] == 100
+
+    def bound(task_name):
+        return {name: value["componentInputParameter"]
+                for name, value in seed.tasks[task_name]["inputs"]["parameters"].items()
+                if "componentInputParameter" in value}
+
+    assert bound("cifarexamplegen") == {"data_dir": "data_dir"}
+    assert bound("trainer-teacher") == {"epochs": "teacher_epochs", "learning_rate": "teacher_learning_rate",
+                                        "batch_size": "teacher_batch_size"}
+    for name in ("trainer-baseline-trial1", "trainer-rkd-trial5"):
+        assert bound(name) == {"epochs": "student_epochs", "learning_rate": "student_learning_rate",
+                               "batch_size": "student_batch_size"}
+    assert bound("evaluator-at-trial3") == {"blessing_margin": "blessing_margin"}
+    assert bound("evaluator-teacher") == {} and bound("leaderboard") == {}
+
+
+def test_a_trainer_parameter_replaces_the_preset_value_in_its_config():
+    from components import trainer
+    config = presets.resolve("smoke").trainer_config("student", method="at").to_dict()
+    properties = {"custom_config": json.dumps(config), "epochs": 7, "learning_rate": 0.05, "batch_size": None}
+    applied = json.loads(trainer.apply_training_overrides(properties)["custom_config"])
+    assert applied == {**config, "epochs": 7, "learning_rate": 0.05}
+    assert trainer.apply_training_overrides({"custom_config": "{}"}) == {"custom_config": "{}"}
+    with pytest.raises(ValueError, match=r"unknown field\(s\) \['momentum'\]"):
+        trainer.KDTrainer(training_overrides={"momentum": 0.5}, run_fn=RUN_FN, examples=None)
+
+
+def test_the_blessing_margin_parameter_replaces_the_change_threshold():
+    from tfx.utils import proto_utils
+
+    from components import evaluator
+    from pipelines.pipeline import eval_config
+    config = proto_utils.proto_to_json(eval_config(0.0))  # as TFX stores it
+    applied = evaluator.apply_blessing_margin({"eval_config": config, "blessing_margin": 0.02})
+    parsed = json.loads(applied["eval_config"])
+    thresholds = [t["threshold"]["change_threshold"]["absolute"] for m in parsed["metrics_specs"][0]["metrics"]
+                  for t in m.get("per_slice_thresholds", [])]
+    assert thresholds == [-0.02]
+    with pytest.raises(ValueError, match=r"blessing_margin must be in \[0, 1\)"):
+        evaluator.apply_blessing_margin({"eval_config": config, "blessing_margin": 1.5})
+    with pytest.raises(ValueError, match="no change threshold"):
+        evaluator.apply_blessing_margin({"eval_config": proto_utils.proto_to_json(eval_config(None)),
+                                         "blessing_margin": 0.1})
+
+
+@pytest.mark.parametrize("data_dir, allow, message", [
+    ("", False, r"data\.data_dir is empty.*kd data upload gs://BUCKET/cifar-100.*--allow-download"),
+    ("/work/shared/data", True, r"data\.data_dir='/work/shared/data' is a path on this machine.*kd data upload"),
+    ("file:///data/cifar", True, "is a path on this machine")])
+def test_compile_refuses_data_pods_cannot_read(tmp_path, data_dir, allow, message):
+    preset = presets.resolve("smoke", [f"data.data_dir={data_dir}"])
+    with pytest.raises(kubeflow_runner.OptionError, match=message):
+        kubeflow_runner.compile_pipeline(preset, ROOT, IMAGE, tmp_path / "x.yaml", REVISION, allow_download=allow)
+    assert not (tmp_path / "x.yaml").exists()
+
+
+def test_downloads_need_both_the_option_and_the_preset(tmp_path, capsys):
+    common = ["compile", "--preset", "smoke", "--pipeline-root", ROOT, "--image", IMAGE,
+              "--output", str(tmp_path / "x.yaml"), "--set", "methods=at"]
+    assert cli.main(common) == 2 and "--allow-download" in capsys.readouterr().err
+    assert cli.main([*common, "--allow-download", "--set", "data.allow_download=false"]) == 2
+    assert cli.main([*common, "--allow-download"]) == 0
+    printed = capsys.readouterr().out
+    assert re.search(r"written to .*x\.yaml \(\d+ KiB\)", printed) and "data_dir=''" in printed
+
+
+def test_object_storage_data_dir_reaches_the_example_gen_unchanged(tmp_path):
+    for uri in ("gs://bucket/cifar-100", "s3://bucket/data/cifar", "hdfs://namenode:8020/cifar"):
+        _, (spec,) = compile_to(tmp_path, "smoke", [f"data.data_dir={uri}", "methods=at"])
+        assert spec["root"]["inputDefinitions"]["parameters"]["data_dir"]["defaultValue"] == uri
+
+
+def test_compile_warns_over_the_annotation_limit(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(kubeflow_runner, "ANNOTATION_LIMIT_BYTES", 10_000)
+    assert cli.main(["compile", "--preset", "smoke", "--pipeline-root", ROOT, "--image", IMAGE,
+                     "--output", str(tmp_path / "x.yaml"), "--set", f"data.data_dir={DATA_DIR}"]) == 0
+    assert re.search(r"warning: the definition is over 9 KiB: .*before 2\.3.*#10968", capsys.readouterr().err)
+
+
+def test_dataflow_option_gives_a_complete_argument_set(tmp_path):
+    output = tmp_path / "df.yaml"
+    assert cli.main(["compile", "--preset", "smoke", "--pipeline-root", ROOT, "--image", IMAGE, "--output",
+                     str(output), "--set", f"data.data_dir={DATA_DIR}", "--set", "methods=at",
+                     "--dataflow", "my-project/us-central1", "--beam-arg=--max_num_workers=4"]) == 0
+    spec = yaml.safe_load(output.read_text())
+    args = executor(spec, "cifarexamplegen")["args"]
+    expected = ["--runner=DataflowRunner", "--project=my-project", "--region=us-central1",
+                f"--temp_location={ROOT}/tmp/dataflow", f"--sdk_container_image={IMAGE}", "--sdk_location=container",
+                "--experiments=use_runner_v2", "--max_num_workers=4"]
+    assert args[-len(expected):] == expected and not any("direct_num_workers" in a for a in args)
+    for bad, message in [("my-project", "PROJECT/REGION"), ("a/b/c", "PROJECT/REGION")]:
+        with pytest.raises(kubeflow_runner.OptionError, match=message):
+            kubeflow_runner.dataflow_args(bad, ROOT, IMAGE)
+    with pytest.raises(kubeflow_runner.OptionError, match="gs://"):
+        kubeflow_runner.dataflow_args("p/r", "s3://bucket/root", IMAGE)
+
+
+def test_data_impressions_gets_the_teachers_gpus(tmp_path):
+    _, (spec,) = compile_to(tmp_path, "zero_shot", ["resources.teacher_gpus=1", "resources.beam_cpu=4"])
+    impressions = executor(spec, "dataimpressions")["resources"]
+    assert impressions == {"cpuLimit": 4.0, "cpuRequest": 4.0, "memoryLimit": 8.0, "memoryRequest": 8.0,
+                           "accelerator": {"type": "nvidia.com/gpu", "count": "1"}}
+    assert executor(spec, "cifarexamplegen")["args"][-1] == "--direct_num_workers=4"
+    assert "accelerator" not in executor(spec, "cifarexamplegen")["resources"]
+
+
+def test_every_artifact_type_resolves_in_the_container_entry_point(seed, tmp_path):
+    # TFX's Kubeflow entry point imports each artifact's class by its schema title; a custom type
+    # whose TYPE_NAME is not an import path fails only on the cluster (as the Leaderboard's once did).
+    from tfx.orchestration.kubeflow.v2.container import kubeflow_v2_entrypoint_utils as entrypoint
+    from tfx.types import artifact
+    from tfx.utils import import_utils
+
+    _, (zero_shot,) = compile_to(tmp_path, "zero_shot")
+    titles = set()
+    for spec in (seed.spec, zero_shot):
+        for component in spec["components"].values():
+            for side in ("inputDefinitions", "outputDefinitions"):
+                for definition in component.get(side, {}).get("artifacts", {}).values():
+                    schema = pipeline_spec_pb2.ArtifactTypeSchema(**{"instance_schema":
+                                                                     definition["artifactType"]["instanceSchema"]})
+                    path = entrypoint._retrieve_class_path(schema)
+                    assert issubclass(import_utils.import_class_by_path(path), artifact.Artifact), path
+                    titles.add(yaml.safe_load(schema.instance_schema)["title"])
+    assert "components.LeaderboardArtifact" in titles and "tfx.Model" in titles
