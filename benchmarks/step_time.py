@@ -1,12 +1,18 @@
 """Training-step time of every distillation method against its floor.
 
 Floor = one plain student training step (CE + weight decay) + one teacher forward pass on
-the same batch: what any distillation step must at least cost. The teacher is a real
-export loaded from disk, as in a student Trainer. Steps run through Keras' compiled
-train function on an in-memory batch, so the input pipeline is not measured.
+the same batch: what any distillation step must at least cost. Two methods do more by
+design and have their own floor: DML trains a teacher-sized peer (floor = student step +
+plain peer step), Jacobian matching back-propagates through both networks' input gradients
+(floor = a student step whose objective includes its input gradient, i.e. a double
+backward, + a teacher forward and backward to the input). The teacher is a real export
+loaded from disk, as in a student Trainer. Steps run through Keras' compiled train function
+(or a tf.function for the Jacobian floor) on an in-memory batch, so the input pipeline is
+not measured.
 
     .venv/bin/python benchmarks/step_time.py                 # quick and seed model pairs
     .venv/bin/python benchmarks/step_time.py --pairs resnet32:resnet8 --steps 20
+    .venv/bin/python benchmarks/step_time.py --pairs resnet32:resnet8 --methods kd_svd,rkd --output -
     .venv/bin/python benchmarks/step_time.py --profile --output -   # KD-SVD / RKD breakdown
 
 Writes the table to docs/benchmarks.md (use --output - to print only).
@@ -30,8 +36,8 @@ import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
 from kd_trainer import export, methods, models  # noqa: E402
-from kd_trainer.distiller import Distiller  # noqa: E402
-from kd_trainer.methods.base import MAIN_STAGE  # noqa: E402
+from kd_trainer.distiller import Distiller, cross_entropy, with_input_gradient  # noqa: E402
+from kd_trainer.methods.base import INPUT_GRADIENT, MAIN_STAGE  # noqa: E402
 from pipelines.presets import SEED_METHODS  # noqa: E402
 from pipelines.revision import REPO_ROOT, code_revision  # noqa: E402
 
@@ -65,29 +71,80 @@ def distiller_for(student_name: str, teacher_name: str, method_name: str | None,
     return distiller
 
 
-def benchmark_pair(teacher_name: str, student_name: str, batch: int, warmup: int, steps: int) -> list[dict]:
+def double_backward_step_fn(student_name: str, images, labels):
+    """A plain student step whose objective also holds the squared input gradient, so that
+    its weight gradient needs a double backward, as Jacobian matching's does."""
+    student = models.build_model(student_name)
+    optimizer = keras.optimizers.SGD(0.01, momentum=0.9, nesterov=True)
+
+    @tf.function
+    def step():
+        with tf.GradientTape() as tape:
+            taps = with_input_gradient(lambda x: student(x, training=True), images, labels)
+            objective = (cross_entropy(labels, taps["logits"]) + tf.add_n(student.losses)
+                         + tf.reduce_mean(tf.square(taps[INPUT_GRADIENT])))
+        optimizer.apply_gradients(zip(tape.gradient(objective, student.trainable_variables),
+                                      student.trainable_variables))
+        return objective
+    return lambda: step().numpy()
+
+
+DEFAULT_FLOOR = ("(student step)", "(teacher forward)")
+# Methods that do more than a student step and a teacher forward by design (module docstring).
+OWN_FLOORS = {"dml": ("(student step)", "(peer step)"),
+              "jacobian": ("(student double-backward step)", "(teacher forward + backward)")}
+
+
+def interleaved_medians(steps: dict, warmup: int, rounds: int, steps_per_round: int) -> dict[str, float]:
+    """Median seconds of each step, timed in turns (`steps_per_round` steps of each, `rounds`
+    times) so that a shared machine's load drifts over all of them alike."""
+    for step in steps.values():
+        for _ in range(warmup):
+            step()
+    times = {name: [] for name in steps}
+    for _ in range(rounds):
+        for name, step in steps.items():
+            for _ in range(steps_per_round):
+                started = time.perf_counter()
+                step()
+                times[name].append(time.perf_counter() - started)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def benchmark_pair(teacher_name: str, student_name: str, batch: int, warmup: int, rounds: int, steps: int,
+                   method_names: tuple[str, ...] = SEED_METHODS) -> list[dict]:
     images = tf.random.normal((batch, *models.INPUT_SHAPE))
     labels = tf.random.uniform((batch,), 0, models.NUM_CLASSES, tf.int32)
     with tempfile.TemporaryDirectory() as folder:
         export.save(models.build_model(teacher_name), folder)
         teacher, _loaded = export.load_teacher(folder)
-        teacher_forward = median_seconds(lambda: teacher(images)["logits"].numpy(), warmup, steps)
-        student_step = median_seconds(
-            train_step_fn(distiller_for(student_name, teacher_name, None, teacher, MAIN_STAGE), images, labels),
-            warmup, steps)
-        floor = student_step + teacher_forward
-        rows = [{"method": "(student step)", "stage": MAIN_STAGE, "seconds": student_step},
-                {"method": "(teacher forward)", "stage": "", "seconds": teacher_forward}]
-        for name in SEED_METHODS:
-            for stage in methods.method_class(name).stages:
-                seconds = median_seconds(
-                    train_step_fn(distiller_for(student_name, teacher_name, name, teacher, stage), images, labels),
-                    warmup, steps)
-                rows.append({"method": name, "stage": stage, "seconds": seconds, "ratio": seconds / floor})
-                print(f"{teacher_name}->{student_name} {name:<12} {stage:<5} {1000 * seconds:8.1f} ms "
-                      f"({seconds / floor:.2f} x floor {1000 * floor:.1f} ms)", flush=True)
+        part_steps = {
+            "(student step)": train_step_fn(
+                distiller_for(student_name, teacher_name, None, teacher, MAIN_STAGE), images, labels),
+            "(teacher forward)": lambda: teacher(images)["logits"].numpy(),
+        }
+        if "dml" in method_names:
+            part_steps["(peer step)"] = train_step_fn(
+                distiller_for(teacher_name, teacher_name, None, teacher, MAIN_STAGE), images, labels)
+        if "jacobian" in method_names:
+            part_steps["(student double-backward step)"] = double_backward_step_fn(student_name, images, labels)
+            teacher_backward = tf.function(lambda: with_input_gradient(teacher, images, labels)[INPUT_GRADIENT])
+            part_steps["(teacher forward + backward)"] = lambda: teacher_backward().numpy()
+        method_steps = {(name, stage): train_step_fn(distiller_for(student_name, teacher_name, name, teacher, stage),
+                                                     images, labels)
+                        for name in method_names for stage in methods.method_class(name).stages}
+        seconds = interleaved_medians({**part_steps, **method_steps}, warmup, rounds, steps)
+    rows = [{"method": part, "stage": "", "seconds": seconds[part]} for part in part_steps]
+    for name, stage in method_steps:
+        floor_parts = OWN_FLOORS.get(name, DEFAULT_FLOOR)
+        floor = sum(seconds[part] for part in floor_parts)
+        step = seconds[name, stage]
+        rows.append({"method": name, "stage": stage, "seconds": step, "floor": floor,
+                     "floor_is": " + ".join(floor_parts), "ratio": step / floor})
+        print(f"{teacher_name}->{student_name} {name:<12} {stage:<5} {1000 * step:8.1f} ms "
+              f"({step / floor:.2f} x floor {1000 * floor:.1f} ms)", flush=True)
     for row in rows:
-        row.update(pair=f"{teacher_name} -> {student_name}", floor=floor)
+        row.update(pair=f"{teacher_name} -> {student_name}")
     return rows
 
 
@@ -148,24 +205,28 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores visible, {device}; TensorFlow {tf.__version__}"
 
 
-def markdown(rows: list[dict], batch: int, steps: int) -> str:
+def markdown(rows: list[dict], batch: int, rounds: int, steps: int) -> str:
     lines = [
         "# Training-step benchmark",
         "",
         f"- Date: {datetime.date.today().isoformat()}",
         f"- Machine: {machine()}",
         f"- Code revision: {code_revision()}",
-        f"- Command: `benchmarks/step_time.py` (batch {batch}, median of {steps} steps after warm-up, "
-        "compiled Keras train function, input pipeline excluded)",
-        "- Floor = plain student step + teacher forward pass on the same batch.",
+        f"- Command: `benchmarks/step_time.py` (batch {batch}, median of {rounds} x {steps} steps after warm-up, "
+        "timed in turns; compiled Keras train function, input pipeline excluded)",
+        "- Floor = plain student step + teacher forward pass on the same batch, except for DML and",
+        "  Jacobian matching, whose floor (named in the last column) includes the extra network work",
+        "  their definition requires.",
         "",
-        "| Teacher -> student | Method | Stage | Step (ms) | Floor (ms) | Step / floor |",
-        "|---|---|---|---|---|---|",
+        "| Teacher -> student | Method | Stage | Step (ms) | Floor (ms) | Step / floor | Floor is |",
+        "|---|---|---|---|---|---|---|",
     ]
     for row in rows:
-        ratio = f"{row['ratio']:.2f}" if "ratio" in row else ""
-        lines.append(f"| {row['pair']} | {row['method']} | {row['stage']} | {1000 * row['seconds']:.1f} | "
-                     f"{1000 * row['floor']:.1f} | {ratio} |")
+        if "ratio" in row:
+            lines.append(f"| {row['pair']} | {row['method']} | {row['stage']} | {1000 * row['seconds']:.1f} | "
+                         f"{1000 * row['floor']:.1f} | {row['ratio']:.2f} | {row['floor_is']} |")
+        else:
+            lines.append(f"| {row['pair']} | {row['method']} | | {1000 * row['seconds']:.1f} | | | |")
     return "\n".join(lines) + "\n"
 
 
@@ -181,18 +242,25 @@ def main() -> None:
                         help="comma-separated teacher:student model pairs")
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=7)
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per round (see --rounds)")
+    parser.add_argument("--rounds", type=int, default=3, help="turns each step takes in the comparison table")
     parser.add_argument("--output", default=str(REPO_ROOT / "docs" / "benchmarks.md"), help="'-' prints only")
+    parser.add_argument("--methods", default=",".join(SEED_METHODS), help="comma-separated methods to time")
     parser.add_argument("--profile", action="store_true", help="only the KD-SVD / RKD time breakdown")
     args = parser.parse_args()
+    method_names = tuple(args.methods.split(","))
+    unknown = sorted(set(method_names) - set(methods.REGISTRY))
+    if unknown:
+        parser.error(f"--methods: unknown {', '.join(unknown)}; valid: {', '.join(sorted(methods.REGISTRY))}")
     rows = []
     for pair in args.pairs.split(","):
         teacher_name, student_name = pair.split(":")
         if args.profile:
             rows += profile_pair(teacher_name, student_name, args.batch, args.warmup, args.steps)
         else:
-            rows += benchmark_pair(teacher_name, student_name, args.batch, args.warmup, args.steps)
-    table = profile_markdown(rows) if args.profile else markdown(rows, args.batch, args.steps)
+            rows += benchmark_pair(teacher_name, student_name, args.batch, args.warmup, args.rounds, args.steps,
+                                   method_names)
+    table = profile_markdown(rows) if args.profile else markdown(rows, args.batch, args.rounds, args.steps)
     if args.output == "-":
         print(table)
     else:

@@ -3,7 +3,10 @@
 The seed ran `tf.svd` of each [HW, C] map on the CPU and called it the slowest method. The
 top-K right singular vectors and singular values of F are the top-K eigenvectors and the
 square roots of the eigenvalues of the C x C Gram matrix F^T F, so this module takes one
-batched `eigh` of a small matrix instead.
+batched `eigh` of a small matrix instead: of F F^T (HW x HW) when that is the smaller one,
+the right vectors then being F^T u / |F^T u|. Only K = 4 of the C vectors are used, so the
+backward pass is written for the top K alone (`top_eigenpairs`): O(C^2 K) per matrix where
+TensorFlow's generic `eigh` gradient takes O(C^3); the result is the same gradient.
 
 Singular vectors have no intrinsic sign, and the RBF of consecutive taps compares values of
 the teacher's vectors at two taps, so the loss depends on the teacher's signs (the seed
@@ -22,13 +25,45 @@ from kd_trainer.methods.base import DistillationMethod
 TAPS = ("stage1", "stage2", "stage3")
 
 
+def top_eigenpairs(gram: tf.Tensor, k: int) -> tuple[tf.Tensor, tf.Tensor]:
+    """Symmetric [B, N, N] -> (top-k eigenvalues [B, k], eigenvectors [B, N, k]), descending.
+
+    The gradient is TensorFlow's `eigh` gradient, V (diag(g_lambda) + F o (V^T g_V)) V^T with
+    F[j, l] = 1 / (lambda_l - lambda_j) off the diagonal, in which g_V and g_lambda are zero
+    outside the top k columns: only those k columns of F o (V^T g_V) are formed."""
+    size = gram.shape[-1]
+    k = min(k, size)
+
+    @tf.custom_gradient
+    def decompose(matrix: tf.Tensor):
+        eigenvalues, eigenvectors = tf.linalg.eigh(matrix)  # ascending
+        eigenvalues, eigenvectors = eigenvalues[:, ::-1], eigenvectors[:, :, ::-1]
+        top_values, top_vectors = eigenvalues[:, :k], eigenvectors[:, :, :k]
+
+        def gradient(grad_values: tf.Tensor, grad_vectors: tf.Tensor) -> tf.Tensor:
+            same = tf.eye(size, k, dtype=tf.bool)  # [N, k]: row j is eigenpair l
+            gaps = top_values[:, None, :] - eigenvalues[:, :, None]  # [B, N, k]: lambda_l - lambda_j
+            inverse_gaps = tf.where(same, tf.zeros_like(gaps), 1.0 / tf.where(same, tf.ones_like(gaps), gaps))
+            inner = (inverse_gaps * tf.matmul(eigenvectors, grad_vectors, transpose_a=True)
+                     + tf.where(same, grad_values[:, None, :], tf.zeros_like(gaps)))
+            grad_matrix = tf.matmul(tf.matmul(eigenvectors, inner), top_vectors, transpose_b=True)
+            # eigh reads one triangle; the symmetric part is the gradient for a symmetric input.
+            return 0.5 * (grad_matrix + tf.linalg.matrix_transpose(grad_matrix))
+        return (top_values, top_vectors), gradient
+
+    return decompose(gram)
+
+
 def top_singular(features: tf.Tensor, k: int) -> tuple[tf.Tensor, tf.Tensor]:
     """[B, H, W, C] -> (singular values [B, K], right singular vectors [B, C, K]), descending."""
     flat = tf.reshape(features, [tf.shape(features)[0], -1, features.shape[-1]])
-    gram = tf.matmul(flat, flat, transpose_a=True)
-    eigenvalues, eigenvectors = tf.linalg.eigh(gram)  # ascending
-    values = tf.sqrt(tf.maximum(eigenvalues[:, ::-1][:, :k], 1e-12))
-    return values, eigenvectors[:, :, ::-1][:, :, :k]
+    positions, channels = flat.shape[1], flat.shape[2]
+    if positions is not None and k <= positions < channels:
+        eigenvalues, left = top_eigenpairs(tf.matmul(flat, flat, transpose_b=True), k)
+        vectors = tf.math.l2_normalize(tf.matmul(flat, left, transpose_a=True), axis=1)
+    else:
+        eigenvalues, vectors = top_eigenpairs(tf.matmul(flat, flat, transpose_a=True), k)
+    return tf.sqrt(tf.maximum(eigenvalues, 1e-12)), vectors
 
 
 def canonical_sign(vectors: tf.Tensor) -> tf.Tensor:

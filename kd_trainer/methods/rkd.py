@@ -9,9 +9,24 @@ from kd_trainer.methods.base import DistillationMethod
 
 
 def huber(x: tf.Tensor, y: tf.Tensor, delta: float = 1.0) -> tf.Tensor:
-    """Mean Huber loss (smooth L1 for delta = 1)."""
-    error = tf.abs(x - y)
-    return tf.reduce_mean(tf.where(error < delta, 0.5 * tf.square(error), delta * (error - 0.5 * delta)))
+    """Mean Huber loss (smooth L1 for delta = 1): 0.5 e^2 for e = |x - y| < delta, else
+    delta (e - 0.5 delta), written as a (e - 0.5 a) with a = min(e, delta).
+
+    On the B x B x B angle tensors every elementwise op counts, so the gradient is given
+    directly (d/dx = clip(x - y, -delta, delta) / size) instead of being traced through the
+    piecewise form. First-order only: RKD never differentiates its loss twice."""
+
+    @tf.custom_gradient
+    def mean_huber(difference: tf.Tensor) -> tf.Tensor:
+        clipped = tf.clip_by_value(difference, -delta, delta)
+        error = tf.abs(difference)
+        value = tf.reduce_mean(tf.abs(clipped) * (error - 0.5 * tf.abs(clipped)))
+
+        def gradient(upstream: tf.Tensor) -> tf.Tensor:
+            return clipped * (upstream / tf.cast(tf.size(difference), difference.dtype))
+        return value, gradient
+
+    return mean_huber(x - y)
 
 
 def pairwise_distances(vectors: tf.Tensor) -> tf.Tensor:
@@ -43,10 +58,19 @@ def seed_distance_potential(vectors: tf.Tensor) -> tf.Tensor:
     return distances / (mean + 1e-8)
 
 
+@tf.custom_gradient
+def batched_gram(rows: tf.Tensor) -> tf.Tensor:
+    """[J, I, D] -> [J, I, I]: rows @ rows^T per j. The product is symmetric, so its gradient
+    (U + U^T) @ rows takes one batched matmul where the generic matmul gradient takes two."""
+    def gradient(upstream: tf.Tensor) -> tf.Tensor:
+        return tf.matmul(upstream + tf.linalg.matrix_transpose(upstream), rows)
+    return tf.matmul(rows, rows, transpose_b=True), gradient
+
+
 def angle_potential(vectors: tf.Tensor) -> tf.Tensor:
     """[B, B, B]: cosine of the angle at anchor j between (i - j) and (k - j)."""
     differences = tf.math.l2_normalize(vectors[None, :, :] - vectors[:, None, :], axis=2)  # [j, i, d]
-    return tf.einsum("jid,jkd->jik", differences, differences)
+    return batched_gram(differences)
 
 
 class RKD(DistillationMethod):
