@@ -121,8 +121,22 @@ class Distiller(keras.Model):
         extra = list(self.method.trainable_variables) if self.method is not None else []
         return self.student.trainable_variables + extra
 
+    def _step_inputs(self, extra: tuple[tf.Tensor, ...]) -> dict[str, tf.Tensor]:
+        """The keyword inputs of `loss_terms` the method asks for: the batch's example indices, the epoch."""
+        inputs = {}
+        if self.method is not None and self.method.uses_example_index:
+            if not extra:
+                raise ValueError(f"method '{self.method.name}' needs (images, labels, example indices) batches "
+                                 "(data.load_indexed_records); got (images, labels)")
+            inputs["index"] = extra[0]
+        if self.method is not None and self.method.uses_epoch:
+            inputs["epoch"] = self.epoch
+        return inputs
+
     def train_step(self, data):
-        images, labels = data
+        images, labels, *extra = data
+        if self.method is not None and self.stage in self.method.teacher_stages:
+            return self._teacher_stage_step(images, labels, self._step_inputs(tuple(extra)))
         teacher_taps = self._teacher_taps(images, labels)
         initialising = self.stage != MAIN_STAGE
         clipping = self.method is not None and self.method.clips_distillation_gradient
@@ -134,7 +148,8 @@ class Distiller(keras.Model):
             if self.method is None:
                 terms = {"ce": ce}
             else:
-                terms = self.method.loss_terms(labels, ce, student_taps, teacher_taps, stage=self.stage)
+                terms = self.method.loss_terms(labels, ce, student_taps, teacher_taps, stage=self.stage,
+                                               **self._step_inputs(tuple(extra)))
             supervised_terms = ([terms["ce"]] if "ce" in terms else []) + ([] if initialising else self.student.losses)
             supervised = tf.add_n(supervised_terms) if supervised_terms else None
             distillation_terms = [value for name, value in terms.items() if name != "ce"]
@@ -162,6 +177,22 @@ class Distiller(keras.Model):
             self.term_trackers[name].update_state(value)
         self.accuracy.update_state(labels, student_taps["logits"])
         self.top5_accuracy.update_state(labels, student_taps["logits"])
+        return {m.name: m.result() for m in self.metrics}
+
+    def _teacher_stage_step(self, images, labels, inputs: dict[str, tf.Tensor]):
+        """A method-owned stage on the teacher (FT's paraphraser): only the method's modules
+        train, on its terms from the teacher's taps; the student neither runs nor changes."""
+        teacher_taps = self._teacher_taps(images, labels)
+        with tf.GradientTape() as tape:
+            terms = self.method.loss_terms(labels, tf.constant(0.0), {}, teacher_taps, stage=self.stage, **inputs)
+            objective = tf.add_n(list(terms.values()))
+        self._record_non_finite(objective)
+        variables = list(self.method.trainable_variables)
+        gradients = self._replica_share(tape.gradient(objective, variables))
+        self.optimizer.apply_gradients([(g, v) for g, v in zip(gradients, variables) if g is not None])
+        self.loss_tracker.update_state(objective)
+        for name, value in terms.items():
+            self.term_trackers[name].update_state(value)
         return {m.name: m.result() for m in self.metrics}
 
     def _replica_share(self, gradients: list[tf.Tensor | None]) -> list[tf.Tensor | None]:

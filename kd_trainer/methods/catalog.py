@@ -89,6 +89,18 @@ class ZeroShotParams:
 
 
 @dataclasses.dataclass(frozen=True)
+class CRDParams:
+    feat_dim: int = 128
+    num_negatives: int = 16384
+    nce_temperature: float = 0.07
+    momentum: float = 0.5
+    weight: float = 0.8
+    ce_weight: float = 1.0
+    kd_weight: float = 0.0
+    temperature: float = 4.0
+
+
+@dataclasses.dataclass(frozen=True)
 class MethodEntry:
     name: str
     implementation: str | type  # "package.module:Class", or the class itself
@@ -107,6 +119,7 @@ CATALOG: dict[str, MethodEntry] = {entry.name: entry for entry in (
     MethodEntry("kd_svd", "kd_trainer.methods.kd_svd:KDSVD", KDSVDParams),
     MethodEntry("rkd", "kd_trainer.methods.rkd:RKD", RKDParams),
     MethodEntry("zero_shot", "kd_trainer.methods.zero_shot:ZeroShot", ZeroShotParams),
+    MethodEntry("crd", "kd_trainer.methods.crd:CRD", CRDParams),
 )}
 
 
@@ -152,7 +165,9 @@ def _out_of_range(name: str, value: Any) -> str | None:
         return None
     if not math.isfinite(value):
         return f"must be finite, got {value}"
-    if name in ("temperature", "beta", "at_beta", "k") and value <= 0:
+    if name == "momentum" and not 0 <= value < 1:
+        return f"must be in [0, 1), got {value}"
+    if name in ("temperature", "beta", "at_beta", "k", "feat_dim", "num_negatives", "nce_temperature") and value <= 0:
         return f"must be > 0, got {value}"
     if (name in ("weight", "margin", "init_epochs") or name.endswith("_weight")) and value < 0:
         return f"must be >= 0, got {value}"
