@@ -174,3 +174,269 @@ def test_crd_refuses_to_build_without_example_labels():
 def test_crd_parameter_ranges(values, message):
     with pytest.raises(ValueError, match=message):
         methods.catalog.check_params("crd", values)
+
+
+# --------------------------------------------------------------------------- VID
+
+def np_softplus(x):
+    return np.log1p(np.exp(x))
+
+
+def np_vid(mean, target, log_scale, eps):
+    """Gaussian NLL without its constant, averaged over every element (variance per channel)."""
+    variance = np_softplus(log_scale) + eps
+    total = 0.0
+    for index in np.ndindex(*mean.shape):
+        c = index[-1]
+        total += 0.5 * ((mean[index] - target[index]) ** 2 / variance[c] + np.log(variance[c]))
+    return total / mean.size
+
+
+def test_vid_loss_value_and_gradients_match_numpy():
+    from kd_trainer.methods.vid import vid_loss
+
+    rng = np.random.default_rng(3)
+    mean, target = rng.normal(size=(2, 3, 3, 4)), rng.normal(size=(2, 3, 3, 4))
+    log_scale = rng.normal(size=4)
+    value, (grad_mean, grad_scale) = tf_value_and_gradient(lambda m, s: vid_loss(m, tf.constant(target), s, 1e-5),
+                                                           mean, log_scale)
+    np.testing.assert_allclose(value, np_vid(mean, target, log_scale, 1e-5), rtol=RTOL)
+    np.testing.assert_allclose(grad_mean, numeric_gradient(lambda m: np_vid(m, target, log_scale, 1e-5), mean),
+                               rtol=1e-5, atol=1e-9)
+    np.testing.assert_allclose(grad_scale, numeric_gradient(lambda s: np_vid(mean, target, s, 1e-5), log_scale),
+                               rtol=1e-5, atol=1e-9)
+
+
+def np_relu(x):
+    return np.maximum(x, 0)
+
+
+def np_average_pool(f, size):
+    b, h, w, c = f.shape
+    k = h // size
+    return f.reshape(b, size, k, size, k, c).mean(axis=(2, 4))
+
+
+def test_vid_method_matches_numpy_with_its_regressors_and_initial_variance():
+    rng = np.random.default_rng(4)
+    student = {"stage1": rng.normal(size=(2, 4, 4, 3)), "stage2": rng.normal(size=(2, 2, 2, 5)),
+               "stage3": rng.normal(size=(2, 2, 2, 6))}
+    teacher = {"stage1": rng.normal(size=(2, 2, 2, 4)), "stage2": rng.normal(size=(2, 2, 2, 7)),
+               "stage3": rng.normal(size=(2, 2, 2, 6))}
+    method = methods.create("vid")
+    method.build({k: tf.TensorShape(v.shape) for k, v in student.items()},
+                 {k: tf.TensorShape(v.shape) for k, v in teacher.items()})
+    terms = method.loss_terms(None, tf.constant(1.5), {k: tf.constant(v, tf.float32) for k, v in student.items()},
+                              {k: tf.constant(v, tf.float32) for k, v in teacher.items()})
+    expected = 0.0
+    for tap in ("stage1", "stage2", "stage3"):
+        kernels = [w.numpy().astype(np.float64)[0, 0] for w in method.regressors[tap].weights]
+        assert len(kernels) == 3  # three 1x1 convolutions, no biases
+        features = student[tap] if student[tap].shape[1] == 2 else np_average_pool(student[tap], 2)
+        mean = np_relu(np_relu(features @ kernels[0]) @ kernels[1]) @ kernels[2]
+        log_scale = method.log_scales[tap].numpy().astype(np.float64)
+        np.testing.assert_allclose(np_softplus(log_scale) + 1e-5, 5.0, rtol=1e-6)
+        expected += np_vid(mean, teacher[tap], log_scale, 1e-5)
+    np.testing.assert_allclose(float(terms["vid"]), expected, rtol=1e-5)
+    np.testing.assert_allclose(float(terms["ce"]), 1.5)
+    assert len(method.trainable_variables) == 12  # 3 taps x (3 kernels + log_scale)
+
+
+# --------------------------------------------------------------------------- FT
+
+def np_factor_summary(f):
+    summary = np.stack([np.mean(sample ** 2, axis=-1).ravel() for sample in f])
+    return summary / np.linalg.norm(summary, axis=1, keepdims=True)
+
+
+def np_factor_loss(fs, ft):
+    return np.mean(np.abs(np_factor_summary(fs) - np_factor_summary(ft)))
+
+
+def test_factor_loss_value_and_gradients_match_numpy():
+    from kd_trainer.methods.factor_transfer import factor_loss
+
+    rng = np.random.default_rng(5)
+    student, teacher = rng.normal(size=(2, 3, 3, 4)), rng.normal(size=(2, 3, 3, 6))
+    value, (grad_student,) = tf_value_and_gradient(lambda s: factor_loss(s, tf.constant(teacher)), student)
+    np.testing.assert_allclose(value, np_factor_loss(student, teacher), rtol=RTOL)
+    np.testing.assert_allclose(grad_student, numeric_gradient(lambda s: np_factor_loss(s, teacher), student),
+                               rtol=1e-5, atol=1e-9)
+
+
+def test_ft_terms_per_stage():
+    from kd_trainer.methods.base import TEACHER_STAGE
+
+    rng = np.random.default_rng(6)
+    student = {"stage3": rng.normal(size=(2, 4, 4, 6)).astype(np.float32)}
+    teacher = {"stage3": np.maximum(rng.normal(size=(2, 4, 4, 8)), 0).astype(np.float32)}
+    method = methods.create("ft")
+    method.build({"stage3": tf.TensorShape([None, 4, 4, 6])}, {"stage3": tf.TensorShape([None, 4, 4, 8])})
+    assert method.stage_epochs(5) == {TEACHER_STAGE: 30, "main": 5}
+    assert method.stage_learning_rate(TEACHER_STAGE, 0.05) == 0.01 and method.stage_learning_rate("main", 0.05) == 0.05
+    to_tf = {"stage3": tf.constant(teacher["stage3"])}
+    reconstruction = method.paraphraser_decoder(method.paraphraser_encoder(to_tf["stage3"])).numpy()
+    assert reconstruction.shape == teacher["stage3"].shape
+    terms = method.loss_terms(None, tf.constant(0.0), {}, to_tf, stage=TEACHER_STAGE)
+    np.testing.assert_allclose(float(terms["reconstruction"]), np.mean((reconstruction - teacher["stage3"]) ** 2),
+                               rtol=1e-5)
+    terms = method.loss_terms(None, tf.constant(2.0), {"stage3": tf.constant(student["stage3"])}, to_tf)
+    factor_t = method.paraphraser_encoder(to_tf["stage3"]).numpy()
+    factor_s = method.translator(tf.constant(student["stage3"]), training=True).numpy()
+    assert factor_t.shape[-1] == factor_s.shape[-1] == 4  # rate 0.5 of the teacher's 8 channels
+    np.testing.assert_allclose(float(terms["ft"]), 200 * np_factor_loss(factor_s, factor_t), rtol=1e-4)
+    np.testing.assert_allclose(float(terms["ce"]), 2.0)
+
+
+# --------------------------------------------------------------------------- ReviewKD and the warm-up
+
+def np_hcl(student_levels, teacher_levels):
+    total = 0.0
+    for fs, ft in zip(student_levels, teacher_levels):
+        side = fs.shape[1]
+        loss, weight, weights = np.mean((fs - ft) ** 2), 1.0, 1.0
+        for size in (4, 2, 1):
+            if size < side:
+                weight /= 2
+                loss += weight * np.mean((np_average_pool(fs, size) - np_average_pool(ft, size)) ** 2)
+                weights += weight
+        total += loss / weights
+    return total
+
+
+def test_hierarchical_context_loss_value_and_gradients_match_numpy():
+    from kd_trainer.methods.reviewkd import hierarchical_context_loss
+
+    rng = np.random.default_rng(7)
+    shapes = [(2, 8, 8, 2), (2, 4, 4, 3), (2, 1, 1, 3)]
+    student = [rng.normal(size=s) for s in shapes]
+    teacher = [rng.normal(size=s) for s in shapes]
+    value, gradients = tf_value_and_gradient(
+        lambda *s: hierarchical_context_loss(list(s), [tf.constant(t) for t in teacher]), *student)
+    np.testing.assert_allclose(value, np_hcl(student, teacher), rtol=RTOL)
+    for level, gradient in enumerate(gradients):
+        def at_level(x, level=level):
+            return np_hcl(student[:level] + [x] + student[level + 1:], teacher)
+        np.testing.assert_allclose(gradient, numeric_gradient(at_level, student[level]), rtol=1e-5, atol=1e-9)
+
+
+def test_upsample_nearest_repeats_pixels():
+    from kd_trainer.methods.reviewkd import upsample_nearest
+
+    x = np.arange(8, dtype=np.float64).reshape(1, 2, 2, 2)
+    expected = x.repeat(2, axis=1).repeat(2, axis=2)
+    np.testing.assert_array_equal(upsample_nearest(tf.constant(x), 4).numpy(), expected)
+    with pytest.raises(ValueError, match="cannot upsample a 2x2 map to 3x3"):
+        upsample_nearest(tf.constant(x), 3)
+
+
+def test_warmup_is_linear_from_the_first_epoch_and_scaled_to_the_run():
+    from kd_trainer.methods.warmup import linear_warmup, scaled_warmup_epochs
+
+    assert scaled_warmup_epochs(20, 240) == 20 and scaled_warmup_epochs(20, 120) == 10
+    values = [float(linear_warmup(tf.constant(float(e)), 10.0)) for e in (0, 4, 9, 30)]
+    np.testing.assert_allclose(values, [0.1, 0.5, 1.0, 1.0])
+    assert float(linear_warmup(tf.constant(0.0), 0.0)) == 1.0
+    with pytest.raises(ValueError, match="run_epochs must be positive"):
+        scaled_warmup_epochs(20, 0)
+
+
+def test_reviewkd_fuses_every_level_and_warms_up():
+    rng = np.random.default_rng(8)
+    widths, sides = (4, 8, 16), (8, 4, 2)
+    student, teacher = {}, {}
+    for i, (width, side) in enumerate(zip(widths, sides), start=1):
+        for suffix in ("", "_preact"):
+            student[f"stage{i}{suffix}"] = rng.normal(size=(2, side, side, width)).astype(np.float32)
+            teacher[f"stage{i}{suffix}"] = rng.normal(size=(2, side, side, 2 * width)).astype(np.float32)
+    student["embedding"] = rng.normal(size=(2, 16)).astype(np.float32)
+    teacher["embedding"] = rng.normal(size=(2, 32)).astype(np.float32)
+    method = methods.create("reviewkd")
+    method.prepare(RunInfo(main_epochs=24))
+    assert method.warmup_epochs == 2.0
+    method.build({k: tf.TensorShape(v.shape) for k, v in student.items()},
+                 {k: tf.TensorShape(v.shape) for k, v in teacher.items()})
+    # Attention convs only where a deeper level is fused in: levels 1-3, not the embedding.
+    assert [f.attention is not None for f in method.fusions] == [True, True, True, False]
+    tf_student = {k: tf.constant(v) for k, v in student.items()}
+    tf_teacher = {k: tf.constant(v) for k, v in teacher.items()}
+    first = method.loss_terms(None, tf.constant(1.0), tf_student, tf_teacher, epoch=tf.constant(0.0))["reviewkd"]
+    later = method.loss_terms(None, tf.constant(1.0), tf_student, tf_teacher, epoch=tf.constant(5.0))["reviewkd"]
+    np.testing.assert_allclose(float(first), 0.5 * float(later), rtol=1e-5)
+    with tf.GradientTape() as tape:
+        loss = method.loss_terms(None, tf.constant(1.0), tf_student, tf_teacher, epoch=tf.constant(5.0))["reviewkd"]
+    gradients = tape.gradient(loss, method.trainable_variables)
+    assert all(g is not None for g in gradients), "a fusion block's variable gets no gradient"
+
+
+# --------------------------------------------------------------------------- training steps
+
+def distiller_for(name, params=None, stage="main", batch_size=8):
+    import tf_keras as keras
+
+    from kd_trainer import models
+    from kd_trainer.distiller import Distiller
+
+    keras.utils.set_random_seed(0)
+    student, teacher_model = models.build_model("resnet8"), models.build_model("resnet8")
+    method = methods.create(name, params)
+    method.prepare(RunInfo(main_epochs=10, seed=0, example_labels=np.arange(4 * batch_size) % 5))
+    distiller = Distiller(student, method=method, teacher=lambda images: teacher_model(images, training=False))
+    distiller.stage = stage
+    distiller.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9, nesterov=True), run_eagerly=True)
+    distiller.optimizer.build(distiller.trainable_student_variables())
+    return distiller, student, teacher_model, method
+
+
+def training_batch(with_index, size=8):
+    rng = np.random.default_rng(0)
+    images = tf.constant(rng.normal(size=(size, 32, 32, 3)), tf.float32)
+    labels = tf.constant(np.arange(size) % 5, tf.int32)
+    return (images, labels, tf.constant(np.arange(size) + 3, tf.int32)) if with_index else (images, labels)
+
+
+def snapshot(variables):
+    return [v.numpy().copy() for v in variables]
+
+
+def moved(before, variables):
+    return [not np.array_equal(b, v.numpy()) for b, v in zip(before, variables)]
+
+
+@pytest.mark.parametrize("name, params", [("crd", {"feat_dim": 8, "num_negatives": 16}), ("vid", None),
+                                          ("ft", None), ("reviewkd", None)])
+def test_student_and_connectors_move_teacher_never(name, params):
+    distiller, student, teacher, method = distiller_for(name, params)
+    teacher_before, student_before = snapshot(teacher.variables), snapshot(student.trainable_variables)
+    connectors_before = snapshot(method.trainable_variables)
+    logs = distiller.train_step(training_batch(with_index=name == "crd"))
+    assert np.isfinite(float(logs["loss"]))
+    assert not any(moved(teacher_before, teacher.variables)), "the frozen teacher changed"
+    assert any(moved(student_before, student.trainable_variables))
+    moved_connectors = moved(connectors_before, method.trainable_variables)
+    if name == "ft":  # the paraphraser is fixed after its own stage; the translator trains
+        names = [v.name for v in method.trainable_variables]
+        assert all(m == ("translator" in n) for m, n in zip(moved_connectors, names)), names
+    else:
+        assert all(moved_connectors)
+
+
+def test_ft_paraphraser_stage_trains_only_the_paraphraser_and_never_runs_the_student():
+    from kd_trainer.methods.base import TEACHER_STAGE
+
+    distiller, student, teacher, method = distiller_for("ft", stage=TEACHER_STAGE)
+    student_before, teacher_before = snapshot(student.variables), snapshot(teacher.variables)
+    paraphraser = method.paraphraser_encoder.trainable_variables + method.paraphraser_decoder.trainable_variables
+    paraphraser_before, translator_before = snapshot(paraphraser), snapshot(method.translator.variables)
+    logs = distiller.train_step(training_batch(with_index=False))
+    assert np.isfinite(float(logs["reconstruction"]))
+    assert not any(moved(student_before, student.variables)), "the student (or its BN statistics) changed"
+    assert not any(moved(teacher_before, teacher.variables))
+    assert not any(moved(translator_before, method.translator.variables))
+    assert all(moved(paraphraser_before, paraphraser))
+
+
+def test_crd_step_needs_example_indices():
+    distiller, _, _, _ = distiller_for("crd", {"feat_dim": 8, "num_negatives": 16})
+    with pytest.raises(ValueError, match=r"method 'crd' needs \(images, labels, example indices\) batches"):
+        distiller.train_step(training_batch(with_index=False))

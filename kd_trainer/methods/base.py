@@ -73,7 +73,8 @@ class DistillationMethod(tf.Module):
 
     def stage_epochs(self, main_epochs: int) -> dict[str, int]:
         """Epochs per stage, in order."""
-        return {stage: (self.params.init_epochs if stage == INIT_STAGE else main_epochs) for stage in self.stages}
+        return {stage: (self.params.init_epochs if stage in (INIT_STAGE, TEACHER_STAGE) else main_epochs)
+                for stage in self.stages}
 
     def prepare(self, run: RunInfo) -> None:
         """Takes what the run knows before the networks exist (nothing by default)."""

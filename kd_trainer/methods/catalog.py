@@ -101,6 +101,31 @@ class CRDParams:
 
 
 @dataclasses.dataclass(frozen=True)
+class VIDParams:
+    weight: float = 1.0
+    ce_weight: float = 1.0
+    init_pred_var: float = 5.0
+    eps: float = 1e-5
+
+
+@dataclasses.dataclass(frozen=True)
+class FTParams:
+    init_epochs: int = 30
+    paraphraser_learning_rate: float = 0.01
+    rate: float = 0.5
+    weight: float = 200.0
+    ce_weight: float = 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class ReviewKDParams:
+    weight: float = 1.0
+    ce_weight: float = 1.0
+    warmup_epochs: float = 20.0
+    student_preact: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
 class MethodEntry:
     name: str
     implementation: str | type  # "package.module:Class", or the class itself
@@ -120,6 +145,9 @@ CATALOG: dict[str, MethodEntry] = {entry.name: entry for entry in (
     MethodEntry("rkd", "kd_trainer.methods.rkd:RKD", RKDParams),
     MethodEntry("zero_shot", "kd_trainer.methods.zero_shot:ZeroShot", ZeroShotParams),
     MethodEntry("crd", "kd_trainer.methods.crd:CRD", CRDParams),
+    MethodEntry("vid", "kd_trainer.methods.vid:VID", VIDParams),
+    MethodEntry("ft", "kd_trainer.methods.factor_transfer:FactorTransfer", FTParams),
+    MethodEntry("reviewkd", "kd_trainer.methods.reviewkd:ReviewKD", ReviewKDParams),
 )}
 
 
@@ -167,8 +195,9 @@ def _out_of_range(name: str, value: Any) -> str | None:
         return f"must be finite, got {value}"
     if name == "momentum" and not 0 <= value < 1:
         return f"must be in [0, 1), got {value}"
-    if name in ("temperature", "beta", "at_beta", "k", "feat_dim", "num_negatives", "nce_temperature") and value <= 0:
+    if name in ("temperature", "beta", "at_beta", "k", "feat_dim", "num_negatives", "nce_temperature", "eps",
+                "init_pred_var", "paraphraser_learning_rate", "rate") and value <= 0:
         return f"must be > 0, got {value}"
-    if (name in ("weight", "margin", "init_epochs") or name.endswith("_weight")) and value < 0:
+    if (name in ("weight", "margin", "init_epochs", "warmup_epochs") or name.endswith("_weight")) and value < 0:
         return f"must be >= 0, got {value}"
     return None

@@ -1,5 +1,6 @@
-"""The `index` feature: written by CifarExampleGen, required (with a clear error) by CRD, and
-CRD's memory banks restored by a resumed run exactly as an uninterrupted run has them."""
+"""Part-2 methods through the training loop: the `index` feature (written by CifarExampleGen,
+required with a clear error by CRD), CRD's memory banks restored by a resumed run exactly as
+an uninterrupted run has them, and FT's paraphraser stage on the teacher."""
 
 import os
 
@@ -111,3 +112,16 @@ def test_resumed_crd_run_restores_the_uninterrupted_memory_banks(tmp_path, index
     first_epoch = tf.train.load_checkpoint(os.path.join(runs / "1", "checkpoints", "epoch-1"))
     student_memory = next(name for name in reference if "student_memory" in name)
     assert not np.allclose(first_epoch.get_tensor(student_memory), reference[student_memory])
+
+
+def test_ft_runs_its_paraphraser_stage_then_the_main_stage(tmp_path, example_files, teacher_export):  # noqa: F811
+    import json
+
+    config = {"role": "student", "method": "ft", "method_params": {"init_epochs": 1}, **TRAINING, "epochs": 1,
+              "learning_rate": 0.05}
+    args = fn_args(tmp_path, example_files, "ft", config, teacher_export.serving_model_dir)
+    run_fn(args)
+    history = json.load(open(os.path.join(os.path.dirname(args.serving_model_dir), "history.json")))
+    assert [(h["epoch"], h["stage"]) for h in history] == [(1, "teacher_init"), (2, "main")]
+    assert history[0]["learning_rate"] == pytest.approx(0.01) and history[1]["learning_rate"] == pytest.approx(0.05)
+    assert np.isfinite(history[0]["reconstruction"]) and np.isfinite(history[1]["ft"])
