@@ -66,6 +66,8 @@ class Distiller(keras.Model):
         self.peer_optimizer: keras.optimizers.Optimizer | None = None
         # Read by the gradient clipping of KD-SVD; set by an epoch callback.
         self.epoch = tf.Variable(0.0, trainable=False, name="epoch")
+        # First epoch of the current stage (set with `stage`): the clipping ramp counts from it.
+        self.stage_first_epoch = 0
         # The optimizer step (within the stage) of the first non-finite objective, -1 if none;
         # written in the graph so detecting divergence costs no host sync per step.
         self.non_finite_step = tf.Variable(-1, dtype=tf.int64, trainable=False, name="non_finite_step")
@@ -210,10 +212,10 @@ class Distiller(keras.Model):
 
     def _clipped_gradients(self, tape, supervised, distillation, variables):
         """KD-SVD: per variable, the distillation gradient's norm is capped at the supervised
-        gradient's norm times sigmoid(epoch), then the two are added."""
+        gradient's norm times sigmoid(epoch of the stage), then the two are added."""
         supervised_gradients = tape.gradient(supervised, variables)
         distillation_gradients = tape.gradient(distillation, variables)
-        ramp = tf.sigmoid(self.epoch)
+        ramp = tf.sigmoid(self.epoch - float(self.stage_first_epoch))
         combined = []
         for g_supervised, g_distillation in zip(supervised_gradients, distillation_gradients):
             if g_distillation is not None and g_supervised is not None:

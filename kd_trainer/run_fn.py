@@ -220,6 +220,7 @@ def train(config: TrainerConfig, train_files: list[str], eval_files: list[str], 
             schedule = stage_schedule(config, stage, steps_per_epoch, method)
             # A fresh optimizer per stage (as the seed); compile retraces train_step for the stage.
             distiller.stage = recorder.stage = stage
+            distiller.stage_first_epoch = done
             recorder.schedule = schedule
             distiller.compile(optimizer=_optimizer(config, schedule),
                               peer_optimizer=_optimizer(config, stage_schedule(config, stage, steps_per_epoch))

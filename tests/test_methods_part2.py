@@ -440,3 +440,146 @@ def test_crd_step_needs_example_indices():
     distiller, _, _, _ = distiller_for("crd", {"feat_dim": 8, "num_negatives": 16})
     with pytest.raises(ValueError, match=r"method 'crd' needs \(images, labels, example indices\) batches"):
         distiller.train_step(training_batch(with_index=False))
+
+
+# --------------------------------------------------------------------------- KD-EID and MHGD
+
+def np_right_singular(features, k):
+    """[B, H, W, C] -> [B, C, K]: the top-k right singular vectors (unit), each signed so that
+    its largest-magnitude entry is positive."""
+    vectors = []
+    for sample in features:
+        _, _, vt = np.linalg.svd(sample.reshape(-1, sample.shape[-1]), full_matrices=False)
+        v = vt[:k].T
+        v = v * np.sign(v[np.argmax(np.abs(v), axis=0), np.arange(k)])
+        vectors.append(v)
+    return np.stack(vectors)
+
+
+def np_align(student, teacher):
+    """Per teacher vector, the student vector of largest |cosine|, signed to agree."""
+    out = np.zeros((student.shape[0], student.shape[1], teacher.shape[2]))
+    for b in range(student.shape[0]):
+        for k in range(teacher.shape[2]):
+            cosines = student[b].T @ teacher[b, :, k]
+            best = np.argmax(np.abs(cosines))
+            out[b, :, k] = student[b, :, best] * np.sign(cosines[best])
+    return out
+
+
+def np_rbf(first, second):
+    return np.exp(-(first[:, :, None, :] - second[:, None, :, :]) ** 2 / 8)
+
+
+def separated_features(rng, batch, side, channels):
+    """Features whose Gram matrices have well separated eigenvalues (stable decompositions)."""
+    scales = np.geomspace(4.0, 0.5, channels)
+    return np.maximum(rng.normal(size=(batch, side, side, channels)) * scales, 0) + 0.05 * scales
+
+
+def test_kd_eid_matches_numpy_svd():
+    rng = np.random.default_rng(9)
+    shapes = {"stage1": (6, 3), "stage2": (4, 4), "stage3": (3, 5)}
+    student = {k: separated_features(rng, 2, side, c) for k, (side, c) in shapes.items()}
+    teacher = {k: separated_features(rng, 2, side, c) for k, (side, c) in shapes.items()}
+    terms = methods.create("kd_eid").loss_terms(None, tf.constant(1.0, tf.float64),
+                                                 {k: tf.constant(v) for k, v in student.items()},
+                                                 {k: tf.constant(v) for k, v in teacher.items()})
+    taps = ("stage1", "stage2", "stage3")
+    t_vectors = [np_right_singular(teacher[k], 1) for k in taps]
+    s_vectors = [np_align(np_right_singular(student[k], 4), t) for k, t in zip(taps, t_vectors)]
+    expected = sum(np.sum((np_rbf(s_vectors[i], s_vectors[i + 1]) - np_rbf(t_vectors[i], t_vectors[i + 1])) ** 2)
+                   for i in range(2))
+    np.testing.assert_allclose(float(terms["eid"]), expected, rtol=1e-6)
+    assert methods.method_class("kd_eid").clips_distillation_gradient
+
+
+def np_log_softmax(x):
+    shifted = x - x.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.sum(np.exp(shifted), axis=-1, keepdims=True))
+
+
+def np_graph_kl(student, teacher):
+    log_s, log_t = np_log_softmax(student), np_log_softmax(teacher)
+    return np.sum(np.exp(log_s) * (log_s - log_t))
+
+
+def test_graph_kl_value_and_gradient_match_numpy():
+    from kd_trainer.methods.mhgd import graph_kl
+
+    rng = np.random.default_rng(10)
+    student, teacher = rng.normal(size=(3, 4, 4)), rng.normal(size=(3, 4, 4))
+    value, (gradient,) = tf_value_and_gradient(lambda s: graph_kl(s, tf.constant(teacher)), student)
+    np.testing.assert_allclose(value, np_graph_kl(student, teacher), rtol=RTOL)
+    np.testing.assert_allclose(gradient, numeric_gradient(lambda s: np_graph_kl(s, teacher), student),
+                               rtol=1e-5, atol=1e-9)
+
+
+def test_head_dropout_keeps_heads_above_the_mean():
+    from kd_trainer.methods.mhgd import head_dropout_mask
+
+    noise = np.array([[[1.0], [0.0]], [[-1.0], [2.0]], [[0.5], [-3.0]]])  # [H=3, B=2, 1]
+    expected = (noise - noise.mean(axis=0, keepdims=True) > 0).astype(float)
+    np.testing.assert_array_equal(head_dropout_mask(tf.constant(noise)).numpy(), expected)
+
+
+def mhgd_inputs(rng):
+    shapes = {"stage1": (4, 4), "stage2": (2, 6), "stage3": (2, 8)}
+    student = {k: separated_features(rng, 5, side, c).astype(np.float32) for k, (side, c) in shapes.items()}
+    teacher = {k: separated_features(rng, 5, side, c).astype(np.float32) for k, (side, c) in shapes.items()}
+    method = methods.create("mhgd", {"num_heads": 2})
+    method.prepare(RunInfo(main_epochs=1, seed=1))
+    method.build({k: tf.TensorShape(v.shape) for k, v in student.items()},
+                 {k: tf.TensorShape(v.shape) for k, v in teacher.items()})
+    return student, teacher, method
+
+
+def np_frozen_attention(head, keys, queries):
+    def dense_bn(dense, bn, x):
+        y = x @ dense.kernel.numpy().astype(np.float64)
+        return (bn.gamma.numpy() * (y - bn.moving_mean.numpy()) / np.sqrt(bn.moving_variance.numpy() + 1e-5)
+                + bn.beta.numpy())
+
+    sender = dense_bn(head.sender, head.sender_bn, keys).reshape(len(keys), head.width, head.heads)
+    receiver = dense_bn(head.receiver, head.receiver_bn, queries).reshape(len(queries), head.width, head.heads)
+    return np.einsum("bdh,cdh->hbc", sender, receiver)
+
+
+def test_mhgd_main_term_matches_numpy():
+    rng = np.random.default_rng(11)
+    student, teacher, method = mhgd_inputs(rng)
+    terms = method.loss_terms(None, tf.constant(1.0), {k: tf.constant(v) for k, v in student.items()},
+                              {k: tf.constant(v) for k, v in teacher.items()})
+    taps = ("stage1", "stage2", "stage3")
+    t_vectors = [np_right_singular(teacher[k].astype(np.float64), 1) for k in taps]
+    s_vectors = [np_align(np_right_singular(student[k].astype(np.float64), 4), t)[:, :, 0]
+                 for k, t in zip(taps, t_vectors)]
+    t_vectors = [t[:, :, 0] for t in t_vectors]
+    expected, widths = 0.0, (4, 6, 8)
+    for i, head in enumerate(method.attention_heads, start=1):
+        assert (head.heads, head.width) == (2, (widths[i] + widths[i - 1]) // 2)
+        expected += np_graph_kl(np.tanh(np_frozen_attention(head, s_vectors[i], s_vectors[i - 1])),
+                                np.tanh(np_frozen_attention(head, t_vectors[i], t_vectors[i - 1])))
+    np.testing.assert_allclose(float(terms["mhgd"]), expected, rtol=1e-4)
+    with tf.GradientTape() as tape:
+        loss = method.loss_terms(None, tf.constant(1.0), {k: tf.constant(v) for k, v in student.items()},
+                                 {k: tf.constant(v) for k, v in teacher.items()})["mhgd"]
+    assert all(g is None for g in tape.gradient(loss, method.trainable_variables)), "the attention network moved"
+
+
+def test_mhgd_teacher_stage_trains_the_attention_network_only_on_the_teacher():
+    from kd_trainer.methods.base import TEACHER_STAGE
+
+    rng = np.random.default_rng(12)
+    _, teacher, method = mhgd_inputs(rng)
+    with tf.GradientTape() as tape:
+        terms = method.loss_terms(None, tf.constant(0.0), {}, {k: tf.constant(v) for k, v in teacher.items()},
+                                  stage=TEACHER_STAGE)
+        total = terms["mha"] + terms["mha_decay"]
+    assert 0.0 <= float(terms["mha"]) <= 4.0  # two taps of mean(1 - cosine)
+    decay = sum(np.sum(v.numpy().astype(np.float64) ** 2) for v in method.trainable_variables)
+    np.testing.assert_allclose(float(terms["mha_decay"]), 5e-4 * decay, rtol=1e-5)
+    gradients = tape.gradient(total, method.trainable_variables)
+    assert all(g is not None for g in gradients)
+    assert int(method.draws.numpy()) == 1
+    assert not np.allclose(method.attention_heads[0].sender_bn.moving_mean.numpy(), 0.0), "BN statistics not updated"

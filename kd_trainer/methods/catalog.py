@@ -126,6 +126,23 @@ class ReviewKDParams:
 
 
 @dataclasses.dataclass(frozen=True)
+class KDEIDParams:
+    teacher_k: int = 1
+    student_k: int = 4
+    weight: float = 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class MHGDParams:
+    init_epochs: int = 40
+    num_heads: int = 8
+    teacher_k: int = 1
+    student_k: int = 4
+    weight: float = 1.0
+    mha_weight_decay: float = 5e-4
+
+
+@dataclasses.dataclass(frozen=True)
 class MethodEntry:
     name: str
     implementation: str | type  # "package.module:Class", or the class itself
@@ -148,6 +165,8 @@ CATALOG: dict[str, MethodEntry] = {entry.name: entry for entry in (
     MethodEntry("vid", "kd_trainer.methods.vid:VID", VIDParams),
     MethodEntry("ft", "kd_trainer.methods.factor_transfer:FactorTransfer", FTParams),
     MethodEntry("reviewkd", "kd_trainer.methods.reviewkd:ReviewKD", ReviewKDParams),
+    MethodEntry("kd_eid", "kd_trainer.methods.kd_eid:KDEID", KDEIDParams),
+    MethodEntry("mhgd", "kd_trainer.methods.mhgd:MHGD", MHGDParams),
 )}
 
 
@@ -196,7 +215,7 @@ def _out_of_range(name: str, value: Any) -> str | None:
     if name == "momentum" and not 0 <= value < 1:
         return f"must be in [0, 1), got {value}"
     if name in ("temperature", "beta", "at_beta", "k", "feat_dim", "num_negatives", "nce_temperature", "eps",
-                "init_pred_var", "paraphraser_learning_rate", "rate") and value <= 0:
+                "init_pred_var", "paraphraser_learning_rate", "rate", "teacher_k", "student_k", "num_heads") and value <= 0:
         return f"must be > 0, got {value}"
     if (name in ("weight", "margin", "init_epochs", "warmup_epochs") or name.endswith("_weight")) and value < 0:
         return f"must be >= 0, got {value}"
