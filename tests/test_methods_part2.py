@@ -415,8 +415,8 @@ def test_student_and_connectors_move_teacher_never(name, params):
     assert any(moved(student_before, student.trainable_variables))
     moved_connectors = moved(connectors_before, method.trainable_variables)
     if name == "ft":  # the paraphraser is fixed after its own stage; the translator trains
-        names = [v.name for v in method.trainable_variables]
-        assert all(m == ("translator" in n) for m, n in zip(moved_connectors, names)), names
+        translator = {id(v) for v in method.translator.trainable_variables}
+        assert moved_connectors == [id(v) in translator for v in method.trainable_variables]
     else:
         assert all(moved_connectors)
 
@@ -479,7 +479,7 @@ def separated_features(rng, batch, side, channels):
 
 def test_kd_eid_matches_numpy_svd():
     rng = np.random.default_rng(9)
-    shapes = {"stage1": (6, 3), "stage2": (4, 4), "stage3": (3, 5)}
+    shapes = {"stage1": (6, 4), "stage2": (4, 5), "stage3": (3, 6)}
     student = {k: separated_features(rng, 2, side, c) for k, (side, c) in shapes.items()}
     teacher = {k: separated_features(rng, 2, side, c) for k, (side, c) in shapes.items()}
     terms = methods.create("kd_eid").loss_terms(None, tf.constant(1.0, tf.float64),
@@ -524,7 +524,7 @@ def test_head_dropout_keeps_heads_above_the_mean():
 
 
 def mhgd_inputs(rng):
-    shapes = {"stage1": (4, 4), "stage2": (2, 6), "stage3": (2, 8)}
+    shapes = {"stage1": (4, 4), "stage2": (3, 6), "stage3": (3, 8)}
     student = {k: separated_features(rng, 5, side, c).astype(np.float32) for k, (side, c) in shapes.items()}
     teacher = {k: separated_features(rng, 5, side, c).astype(np.float32) for k, (side, c) in shapes.items()}
     method = methods.create("mhgd", {"num_heads": 2})
