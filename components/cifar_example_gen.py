@@ -7,6 +7,9 @@ Output: an `Examples` artifact with the splits `train` (official train set) and 
     fine_label    int64 in [0, 100)
     coarse_label  int64 in [0, 20)
     filename      bytes (the name stored in the CIFAR file)
+    index         int64, the example's position in its (subsampled) split, 0 .. n-1:
+                  stable for a given source, subsample size and seed (CRD's memory banks
+                  are indexed by it)
 
 Each split is read inside the Beam pipeline (so any runner can do the work), shuffled,
 and written to a staging folder that is moved into place only after the whole pipeline
@@ -32,7 +35,7 @@ from components import cifar100
 
 # TFX split name -> official CIFAR-100 file.
 SPLITS = {"train": "train", "eval": "test"}
-FEATURE_KEYS = ("image_raw", "fine_label", "coarse_label", "filename")
+FEATURE_KEYS = ("image_raw", "fine_label", "coarse_label", "filename", "index")
 
 
 def _bytes(value: bytes) -> tf.train.Feature:
@@ -43,14 +46,18 @@ def _int(value: int) -> tf.train.Feature:
     return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(value)]))
 
 
-def to_example(image: np.ndarray, fine_label: int, coarse_label: int, filename: str) -> bytes:
-    """Serializes one image (HWC uint8) and its labels as a tf.Example."""
+def to_example(image: np.ndarray, fine_label: int, coarse_label: int, filename: str,
+               index: int | None = None) -> bytes:
+    """Serializes one image (HWC uint8) and its labels as a tf.Example; `index` None leaves
+    the feature out, as the examples of earlier versions of this component were written."""
     features = {
         "image_raw": _bytes(image.tobytes()),
         "fine_label": _int(fine_label),
         "coarse_label": _int(coarse_label),
         "filename": _bytes(filename.encode("utf-8")),
     }
+    if index is not None:
+        features["index"] = _int(index)
     return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString()
 
 
@@ -61,9 +68,9 @@ def read_split(official_split: str, source: str, per_class: int | None, seed: in
     split = cifar100.load_split(source, official_split, verify_checksums=require_official_sizes)
     if require_official_sizes:
         cifar100.check_official_sizes(split, official_split, f"{source}:{official_split}")
-    for index in cifar100.stratified_subsample(split.fine_labels, per_class, seed):
+    for position, index in enumerate(cifar100.stratified_subsample(split.fine_labels, per_class, seed)):
         yield to_example(split.images[index], split.fine_labels[index], split.coarse_labels[index],
-                         split.filenames[index])
+                         split.filenames[index], index=position)
 
 
 class CifarExampleGenSpec(ComponentSpec):

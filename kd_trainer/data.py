@@ -22,6 +22,9 @@ _FEATURES = {
     "image_raw": tf.io.FixedLenFeature([], tf.string),
     "fine_label": tf.io.FixedLenFeature([], tf.int64),
 }
+# Position of an example in its split (CifarExampleGen): read only for methods that keep
+# per-example state (CRD's memory banks).
+INDEX_FEATURE = "index"
 NUM_CLASSES = 100
 # The train split of a DataImpressions artifact (components/data_impressions.py): float
 # images in pixel units (HWC, RGB, 0-255 scale, unclipped), the soft target each was
@@ -55,6 +58,13 @@ def parse_examples(serialized: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     """Batch of serialized tf.Examples -> (uint8 images, int32 fine labels)."""
     features = tf.io.parse_example(serialized, _FEATURES)
     return decode_images(features["image_raw"]), tf.cast(features["fine_label"], tf.int32)
+
+
+def parse_indexed_examples(serialized: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """Batch of serialized tf.Examples -> (uint8 images, int32 fine labels, int32 example indices)."""
+    features = tf.io.parse_example(serialized, {**_FEATURES, INDEX_FEATURE: tf.io.FixedLenFeature([], tf.int64)})
+    return (decode_images(features["image_raw"]), tf.cast(features["fine_label"], tf.int32),
+            tf.cast(features[INDEX_FEATURE], tf.int32))
 
 
 def parse_impressions(serialized: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -107,9 +117,30 @@ def _parsed(files: list[str], parse) -> tf.data.Dataset:
             .cache())
 
 
+def _first_example_features(files: list[str]) -> set[str] | None:
+    """Feature names of the first record of `files` (None when they hold no record)."""
+    first = next(iter(tf.data.TFRecordDataset(files[:1], compression_type="GZIP")), None)
+    return set(tf.train.Example.FromString(first.numpy()).features.feature) if first is not None else None
+
+
 def load_records(file_pattern: str | list[str]) -> tf.data.Dataset:
     """Unbatched, cached (uint8 image, label) pairs from gzipped TFRecord files."""
     return _parsed(_files(file_pattern), parse_examples)
+
+
+def load_indexed_records(file_pattern: str | list[str], method: str) -> tf.data.Dataset:
+    """Unbatched, cached (uint8 image, label, example index) triples, for `method`'s per-example state.
+
+    Fails before any training, naming the file, when the examples have no `index` feature
+    (written by a CifarExampleGen older than the feature).
+    """
+    files = _files(file_pattern)
+    present = _first_example_features(files)
+    if present is not None and INDEX_FEATURE not in present:
+        raise ValueError(f"{files[0]} has no '{INDEX_FEATURE}' feature (found {sorted(present)}): method '{method}' "
+                         "keeps per-example state indexed by it; these examples come from an older CifarExampleGen, "
+                         "re-run the ExampleGen to write it")
+    return _parsed(files, parse_indexed_examples)
 
 
 def load_impressions(file_pattern: str | list[str]) -> tf.data.Dataset:
@@ -118,10 +149,9 @@ def load_impressions(file_pattern: str | list[str]) -> tf.data.Dataset:
     Fails, naming the files, when they hold no impressions (e.g. real CIFAR examples).
     """
     files = _files(file_pattern)
-    first = next(iter(tf.data.TFRecordDataset(files[:1], compression_type="GZIP")), None)
-    present = set(tf.train.Example.FromString(first.numpy()).features.feature) if first is not None else set()
-    missing = sorted(set(IMPRESSION_FEATURES) - present)
-    if first is not None and missing:
+    present = _first_example_features(files)
+    missing = sorted(set(IMPRESSION_FEATURES) - (present or set()))
+    if present is not None and missing:
         raise ValueError(f"{files[0]} holds no data impressions (features {missing} absent, found {sorted(present)}): "
                          "method 'zero_shot' trains on the DataImpressions component's examples")
     return _parsed(files, parse_impressions)
@@ -135,21 +165,21 @@ def count(dataset: tf.data.Dataset) -> int:
 def training_batches(records: tf.data.Dataset, batch_size: int, seed: int, num_examples: int,
                      first_epoch: int, epochs: int, one_crop_per_batch: bool = False) -> tf.data.Dataset:
     """Epochs `first_epoch` .. `first_epoch + epochs - 1` of shuffled, augmented, normalized
-    full batches (the remainder of each epoch is dropped).
+    full batches (the remainder of each epoch is dropped). Elements are (images, labels), or
+    (images, labels, indices) from `load_indexed_records`.
 
     Epoch e's order and augmentation are stateless functions of (seed, e), so a run resumed
     at epoch e sees exactly the batches an uninterrupted run would have seen. Each epoch
     permutes the whole cached split at once (a full-buffer shuffle, as before).
     """
-    def one_epoch(epoch: tf.Tensor, split: tuple[tf.Tensor, tf.Tensor]) -> tf.data.Dataset:
-        images, labels = split
+    def one_epoch(epoch: tf.Tensor, split: tuple[tf.Tensor, ...]) -> tf.data.Dataset:
         epoch_key = tf.cast(seed, tf.int64) * EPOCH_SEED_STRIDE + epoch
         order = tf.random.experimental.stateless_shuffle(tf.range(num_examples), seed=tf.stack([epoch_key, -1]))
-        batches = (tf.data.Dataset.from_tensor_slices((tf.gather(images, order), tf.gather(labels, order)))
+        batches = (tf.data.Dataset.from_tensor_slices(tuple(tf.gather(part, order) for part in split))
                    .batch(batch_size, drop_remainder=True))
         return batches.enumerate().map(
             lambda step, batch: (normalize(augment_batch(batch[0], tf.stack([epoch_key, step]), one_crop_per_batch)),
-                                 batch[1]),
+                                 *batch[1:]),
             num_parallel_calls=tf.data.AUTOTUNE)
 
     whole_split = records.batch(num_examples, drop_remainder=True)

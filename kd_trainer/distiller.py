@@ -73,6 +73,8 @@ class Distiller(keras.Model):
         self.peer_optimizer: keras.optimizers.Optimizer | None = None
         # Read by the gradient clipping of KD-SVD and DKD's warm-up; set by an epoch callback.
         self.epoch = tf.Variable(0.0, trainable=False, name="epoch")
+        # First epoch of the current stage (set with `stage`): the clipping ramp counts from it.
+        self.stage_first_epoch = 0
         # The optimizer step (within the stage) of the first non-finite objective, -1 if none;
         # written in the graph so detecting divergence costs no host sync per step.
         self.non_finite_step = tf.Variable(-1, dtype=tf.int64, trainable=False, name="non_finite_step")
@@ -135,8 +137,22 @@ class Distiller(keras.Model):
         """Weight-decay terms of the student and the method's connectors."""
         return self.student.losses + (self.method.weight_decay_losses() if self.method is not None else [])
 
+    def _step_inputs(self, extra: tuple[tf.Tensor, ...]) -> dict[str, tf.Tensor]:
+        """The keyword inputs of `loss_terms` the method asks for: the batch's example indices, the epoch."""
+        inputs = {}
+        if self.method is not None and self.method.uses_example_index:
+            if not extra:
+                raise ValueError(f"method '{self.method.name}' needs (images, labels, example indices) batches "
+                                 "(data.load_indexed_records); got (images, labels)")
+            inputs["index"] = extra[0]
+        if self.method is not None and self.method.uses_epoch:
+            inputs["epoch"] = self.epoch
+        return inputs
+
     def train_step(self, data):
-        images, labels = data
+        images, labels, *extra = data
+        if self.method is not None and self.stage in self.method.teacher_stages:
+            return self._teacher_stage_step(images, labels, self._step_inputs(tuple(extra)))
         teacher_taps = self._teacher_taps(images, labels)
         clipping = self.method is not None and self.method.clips_distillation_gradient
         peer_first = self.peer is not None and self.method.peer_steps_first
@@ -152,7 +168,8 @@ class Distiller(keras.Model):
             if self.method is None:
                 terms = {"ce": ce}
             else:
-                terms = self.method.loss_terms(labels, ce, student_taps, teacher_taps, stage=self.stage)
+                terms = self.method.loss_terms(labels, ce, student_taps, teacher_taps, stage=self.stage,
+                                               **self._step_inputs(tuple(extra)))
             supervised = terms.get("ce")
             distillation_terms = [value for name, value in terms.items() if name != "ce"]
             distillation = tf.add_n(distillation_terms) if distillation_terms else None
@@ -223,6 +240,22 @@ class Distiller(keras.Model):
         decay_gradients = tape.gradient(decay, variables)
         return decay, [None if g is None else _add(g, d) for g, d in zip(task_gradients, decay_gradients)]
 
+    def _teacher_stage_step(self, images, labels, inputs: dict[str, tf.Tensor]):
+        """A method-owned stage on the teacher (FT's paraphraser): only the method's modules
+        train, on its terms from the teacher's taps; the student neither runs nor changes."""
+        teacher_taps = self._teacher_taps(images, labels)
+        with tf.GradientTape() as tape:
+            terms = self.method.loss_terms(labels, tf.constant(0.0), {}, teacher_taps, stage=self.stage, **inputs)
+            objective = tf.add_n(list(terms.values()))
+        self._record_non_finite(objective)
+        variables = list(self.method.trainable_variables)
+        gradients = self._replica_share(tape.gradient(objective, variables))
+        self.optimizer.apply_gradients([(g, v) for g, v in zip(gradients, variables) if g is not None])
+        self.loss_tracker.update_state(objective)
+        for name, value in terms.items():
+            self.term_trackers[name].update_state(value)
+        return {m.name: m.result() for m in self.metrics}
+
     def _replica_share(self, gradients: list[tf.Tensor | None]) -> list[tf.Tensor | None]:
         """Under MirroredStrategy the optimizer sums the replicas' gradients, each of the mean
         over its part of the batch: dividing by the replica count makes that sum the gradient
@@ -239,10 +272,10 @@ class Distiller(keras.Model):
     def _clipped_gradients(self, tape, supervised, distillation, variables):
         """KD-SVD: per variable, the distillation gradient's norm is capped at the CE
         gradient's norm (weight decay excluded, as in the seed's op_util.py:80) times
-        sigmoid(epoch), then the two are added."""
+        sigmoid(epoch of the stage), then the two are added."""
         supervised_gradients = tape.gradient(supervised, variables)
         distillation_gradients = tape.gradient(distillation, variables)
-        ramp = tf.sigmoid(self.epoch)
+        ramp = tf.sigmoid(self.epoch - float(self.stage_first_epoch))
         combined = []
         for g_supervised, g_distillation in zip(supervised_gradients, distillation_gradients):
             if g_distillation is not None and g_supervised is not None:

@@ -15,6 +15,7 @@ import os
 import time
 from typing import Any, Iterator
 
+import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
@@ -22,7 +23,7 @@ from kd_trainer import data, devices, export, methods, models
 from kd_trainer.checkpoints import CheckpointEachEpoch, EpochCheckpoints, fingerprint
 from kd_trainer.config import TrainerConfig
 from kd_trainer.distiller import Distiller
-from kd_trainer.methods.base import INPUT_GRADIENT, MAIN_STAGE
+from kd_trainer.methods.base import INPUT_GRADIENT, MAIN_STAGE, DistillationMethod, RunInfo
 
 HISTORY_FILE = "history.json"
 CONFIG_FILE = "trainer_config.json"
@@ -52,11 +53,13 @@ class EpochRecorder(keras.callbacks.Callback):
         self.epochs.append(record)
 
 
-def stage_schedule(config: TrainerConfig, stage: str, steps_per_epoch: int
+def stage_schedule(config: TrainerConfig, stage: str, steps_per_epoch: int, method: DistillationMethod | None = None
                    ) -> keras.optimizers.schedules.LearningRateSchedule:
-    """The seed's per-stage learning rate: constant while initialising, then the step schedule."""
+    """The seed's per-stage learning rate: constant while initialising (the method may set
+    its own stages' rate), then the step schedule."""
     if stage != MAIN_STAGE:
-        return keras.optimizers.schedules.PiecewiseConstantDecay([0], [config.learning_rate] * 2)
+        rate = method.stage_learning_rate(stage, config.learning_rate) if method is not None else config.learning_rate
+        return keras.optimizers.schedules.PiecewiseConstantDecay([0], [rate] * 2)
     # PiecewiseConstantDecay keeps a value up to and including its boundary step; the last
     # step of epoch e is e * steps_per_epoch - 1 (the optimizer counts steps from 0).
     boundaries = [epoch * steps_per_epoch - 1 for epoch in config.decay_epochs()]
@@ -154,6 +157,19 @@ def _stage_checkpoint(distiller: Distiller, method, networks_only: bool = False)
     return tf.train.Checkpoint(**objects)
 
 
+def labels_by_index(indexed_records: tf.data.Dataset, num_examples: int, train_files: list[str]) -> np.ndarray:
+    """The label of every training example at its `index` (one pass over the cached split);
+    fails unless the indices are exactly 0 .. num_examples - 1."""
+    _, labels, indices = next(iter(indexed_records.batch(num_examples)))
+    labels, indices = labels.numpy(), indices.numpy()
+    if not np.array_equal(np.sort(indices), np.arange(num_examples)):
+        raise ValueError(f"the 'index' features of the {num_examples} examples in {train_files} are not 0 .. "
+                         f"{num_examples - 1} (each once): the split was not written by one CifarExampleGen run")
+    by_index = np.empty(num_examples, np.int32)
+    by_index[indices] = labels
+    return by_index
+
+
 @devices.in_distribution_strategy
 def train(config: TrainerConfig, train_files: list[str], eval_files: list[str], teacher_dir: str | None,
           log_dir: str | None = None, checkpoints: EpochCheckpoints | None = None) -> TrainingOutcome:
@@ -163,16 +179,23 @@ def train(config: TrainerConfig, train_files: list[str], eval_files: list[str], 
     checkpoint, if any: the resumed run trains the remaining epochs on the same batches.
     """
     keras.utils.set_random_seed(config.seed)
-    on_impressions = bool(config.method) and methods.method_class(config.method).trains_on_impressions
-    train_records = data.load_impressions(train_files) if on_impressions else data.load_records(train_files)
+    method = methods.create(config.method, config.method_params) if config.method else None
+    if method is not None and method.trains_on_impressions:
+        train_records = data.load_impressions(train_files)
+    elif method is not None and method.uses_example_index:
+        train_records = data.load_indexed_records(train_files, config.method)
+    else:
+        train_records = data.load_records(train_files)
     num_train = data.count(train_records)
     if num_train < config.batch_size:
         raise ValueError(f"{num_train} training examples in {train_files}, fewer than batch_size {config.batch_size}")
     steps_per_epoch = num_train // config.batch_size
     eval_batches = data.evaluation_batches(data.load_records(eval_files), config.eval_batch_size)
+    if method is not None:
+        method.prepare(RunInfo(config.epochs, config.seed, example_labels=labels_by_index(
+            train_records, num_train, train_files) if method.uses_example_index else None))
 
     student = models.build_model(config.model, config.weight_decay, weight_decay_scope=config.weight_decay_scope)
-    method = methods.create(config.method, config.method_params) if config.method else None
     teacher, peer = None, None
     if method is not None and method.needs_teacher:
         if not teacher_dir:
@@ -205,9 +228,10 @@ def train(config: TrainerConfig, train_files: list[str], eval_files: list[str], 
             if done + epochs <= resumed_after:  # finished before the interruption
                 done += epochs
                 continue
-            schedule = stage_schedule(config, stage, steps_per_epoch)
+            schedule = stage_schedule(config, stage, steps_per_epoch, method)
             # A fresh optimizer per stage (the seed meant to reset momentum); compile retraces train_step.
             distiller.stage = recorder.stage = stage
+            distiller.stage_first_epoch = done
             recorder.schedule = schedule
             distiller.compile(optimizer=_optimizer(config, schedule),
                               peer_optimizer=_optimizer(config, stage_schedule(config, stage, steps_per_epoch))

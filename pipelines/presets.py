@@ -110,6 +110,9 @@ class Preset:
     teacher: TrainingConfig
     student: TrainingConfig  # used by the baseline student and every distilled student
     methods: tuple[str, ...] = ("soft_logits",)
+    # Methods the preset's protocol also covers that it does not run unless asked
+    # (`--set methods=...`), e.g. the seed author's later methods in `seed`.
+    optional_methods: tuple[str, ...] = ()
     method_params: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     trials: int = 1
     seed: int = 0
@@ -194,7 +197,7 @@ def _pair_problems(preset: Preset) -> list[str]:
 
 def validate(preset: Preset) -> None:
     problems = []
-    unknown_methods = [m for m in preset.methods if m not in methods.CATALOG]
+    unknown_methods = [m for m in (*preset.methods, *preset.optional_methods) if m not in methods.CATALOG]
     if unknown_methods:
         problems.append(f"unknown method(s) {unknown_methods}; valid: {', '.join(sorted(methods.CATALOG))}")
     if not preset.methods:
@@ -242,6 +245,8 @@ def validate(preset: Preset) -> None:
 SEED_METHODS = ("soft_logits", "fitnet", "at", "fsp", "dml", "kd_svd", "ab", "rkd", "jacobian")
 # Methods of today's CIFAR-100 comparisons (RepDistiller / mdistiller / DIST; docs/methods.md).
 MODERN_METHODS = ("dkd", "dist", "pkt", "sp", "nst", "cc")
+# The seed author's later methods (sseung0703/KD_methods_with_TF at HEAD), optional in `seed`.
+SEED_AUTHOR_LATER_METHODS = ("kd_eid", "mhgd")
 # Zero-shot KD and its few-shot comparison (the pipeline adds their data components).
 ZERO_SHOT_METHODS = ("zero_shot", "soft_logits_fewshot")
 # The CRD paper's (RepDistiller's) method list that this project implements, with their weights in
@@ -304,6 +309,7 @@ PRESETS: dict[str, Preset] = {
             student=TrainingConfig(model="seed_resnet8", epochs=100, weight_decay_scope="all"),
             methods=SEED_METHODS,
             method_params=SEED_CONVENTIONS,
+            optional_methods=SEED_AUTHOR_LATER_METHODS,
             trials=5,
             resources=ResourcesConfig(teacher_gpus=1, student_gpus=1),
             protocol="seed",

@@ -8,7 +8,10 @@ from pipelines import presets
 def test_every_preset_runs_every_seed_method():
     for name in ("smoke", "quick", "seed"):
         assert set(presets.resolve(name).methods) == set(presets.SEED_METHODS)
-    assert set(methods.CATALOG) == {*presets.SEED_METHODS, *presets.ZERO_SHOT_METHODS, *presets.MODERN_METHODS}
+    assert set(methods.CATALOG) == {*presets.SEED_METHODS, *presets.ZERO_SHOT_METHODS, *presets.MODERN_METHODS,
+                                    *presets.SEED_AUTHOR_LATER_METHODS, "crd", "vid", "ft", "reviewkd"}
+    assert presets.resolve("seed").optional_methods == ("kd_eid", "mhgd")
+    assert presets.resolve("seed", ["methods=kd_eid,mhgd"]).methods == ("kd_eid", "mhgd")
     assert presets.resolve("zero_shot").methods == presets.ZERO_SHOT_METHODS
     assert presets.resolve("seed").method_params == presets.SEED_CONVENTIONS  # no init_epochs: the seed's 40
     assert presets.resolve("quick").trainer_config("student", method="fitnet").method_params == {"init_epochs": 1}

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, ClassVar, Mapping
 
+import numpy as np
 import tensorflow as tf
 
 from kd_trainer import models
@@ -12,8 +14,22 @@ from kd_trainer.methods.catalog import NoParams, parse_params
 TapDict = Mapping[str, tf.Tensor]
 MAIN_STAGE = "main"
 INIT_STAGE = "init"
+# A method-owned stage that trains only the method's own modules on the teacher's taps
+# (FT's paraphraser): the student does not run, so its weights and BN statistics stay put.
+TEACHER_STAGE = "teacher_init"
 # Pseudo-tap: d logit[true class] / d input, computed by the training loop on request.
 INPUT_GRADIENT = "input_gradient"
+
+
+@dataclasses.dataclass(frozen=True)
+class RunInfo:
+    """What a run tells its method before the networks are built (`DistillationMethod.prepare`)."""
+
+    main_epochs: int
+    seed: int = 0
+    # Fine label of every training example by its `index` feature; only for methods with
+    # `uses_example_index`.
+    example_labels: np.ndarray | None = None
 
 
 class DistillationMethod(tf.Module):
@@ -40,6 +56,13 @@ class DistillationMethod(tf.Module):
     peer_steps_first: bool = False
     # Zero-shot KD: the training split holds data impressions (data.IMPRESSION_FEATURES), not CIFAR images.
     trains_on_impressions: ClassVar[bool] = False
+    # CRD: the batches carry each example's `index`, passed to `loss_terms` as `index=`, and
+    # `prepare` receives every training example's label.
+    uses_example_index: ClassVar[bool] = False
+    # Loss warm-ups: `loss_terms` receives `epoch=` (a float tensor, 0-based, counted from the run's start).
+    uses_epoch: ClassVar[bool] = False
+    # Stages in `stages` that train only the method's modules on teacher taps (TEACHER_STAGE).
+    teacher_stages: ClassVar[tuple[str, ...]] = ()
     Params: ClassVar[type] = NoParams
 
     def __init__(self, params: Mapping[str, Any] | None = None):
@@ -59,7 +82,15 @@ class DistillationMethod(tf.Module):
 
     def stage_epochs(self, main_epochs: int) -> dict[str, int]:
         """Epochs per stage, in order."""
-        return {stage: (self.params.init_epochs if stage == INIT_STAGE else main_epochs) for stage in self.stages}
+        return {stage: (self.params.init_epochs if stage in (INIT_STAGE, TEACHER_STAGE) else main_epochs)
+                for stage in self.stages}
+
+    def prepare(self, run: RunInfo) -> None:
+        """Takes what the run knows before the networks exist (nothing by default)."""
+
+    def stage_learning_rate(self, stage: str, configured: float) -> float:
+        """The constant learning rate of a stage other than the main one (the configured one by default)."""
+        return configured
 
     def follow_training(self, epoch: tf.Variable, epochs: int | None) -> None:
         """Receives the Distiller's epoch counter (0-based, assigned at each epoch's start) and

@@ -196,6 +196,60 @@ class CCParams:
 
 
 @dataclasses.dataclass(frozen=True)
+class CRDParams:
+    feat_dim: int = 128
+    num_negatives: int = 16384
+    nce_temperature: float = 0.07
+    momentum: float = 0.5
+    weight: float = 0.8
+    ce_weight: float = 1.0
+    kd_weight: float = 0.0
+    temperature: float = 4.0
+
+
+@dataclasses.dataclass(frozen=True)
+class VIDParams:
+    weight: float = 1.0
+    ce_weight: float = 1.0
+    init_pred_var: float = 5.0
+    eps: float = 1e-5
+
+
+@dataclasses.dataclass(frozen=True)
+class FTParams:
+    init_epochs: int = 30
+    paraphraser_learning_rate: float = 0.01
+    rate: float = 0.5
+    weight: float = 200.0
+    ce_weight: float = 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class ReviewKDParams:
+    weight: float = 1.0
+    ce_weight: float = 1.0
+    warmup_epochs: float = 20.0
+    student_preact: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class KDEIDParams:
+    teacher_k: int = 1
+    student_k: int = 4
+    weight: float = 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class MHGDParams:
+    init_epochs: int = 40
+    num_heads: int = 8
+    teacher_k: int = 1
+    student_k: int = 4
+    weight: float = 1.0
+    mha_weight_decay: float = 5e-4
+
+
+@dataclasses.dataclass(frozen=True)
 class MethodEntry:
     """A method: its name, implementing class, hyper-parameters, and the taps whose spatial size
     (`same_spatial`) or channel count (`same_channels`) must agree between student and teacher
@@ -233,6 +287,12 @@ CATALOG: dict[str, MethodEntry] = {entry.name: entry for entry in (
     MethodEntry("sp", "kd_trainer.methods.sp:SimilarityPreserving", SPParams),
     MethodEntry("nst", "kd_trainer.methods.nst:NST", NSTParams),
     MethodEntry("cc", "kd_trainer.methods.cc:CorrelationCongruence", CCParams),
+    MethodEntry("crd", "kd_trainer.methods.crd:CRD", CRDParams),
+    MethodEntry("vid", "kd_trainer.methods.vid:VID", VIDParams),
+    MethodEntry("ft", "kd_trainer.methods.factor_transfer:FactorTransfer", FTParams),
+    MethodEntry("reviewkd", "kd_trainer.methods.reviewkd:ReviewKD", ReviewKDParams),
+    MethodEntry("kd_eid", "kd_trainer.methods.kd_eid:KDEID", KDEIDParams),
+    MethodEntry("mhgd", "kd_trainer.methods.mhgd:MHGD", MHGDParams),
 )}
 
 
@@ -321,6 +381,18 @@ _RANGES = {
     "gamma": (1e-12, MAX_LOSS_WEIGHT),
     "embedding_dim": (1, 65536),
     "taylor_order": (0, 20),
+    "momentum": (0, 0.999999),
+    "feat_dim": (1, 65536),
+    "num_negatives": (1, 10_000_000),
+    "nce_temperature": (1e-4, 1e3),
+    "eps": (1e-12, 1.0),
+    "init_pred_var": (1e-6, 1e6),
+    "paraphraser_learning_rate": (1e-8, 10),
+    "rate": (1e-6, 1e3),
+    "teacher_k": (1, 1024),
+    "student_k": (1, 1024),
+    "num_heads": (1, 1024),
+    "warmup_epochs": (0, 10_000),
 }
 
 

@@ -1,0 +1,165 @@
+"""CRD (Tian, Krishnan & Isola, ICLR 2020): contrastive representation distillation.
+
+Student and teacher embeddings (the pooled features) are projected to `feat_dim` and
+L2-normalised. Each anchor is scored against one positive and `num_negatives` negatives
+drawn from a memory bank of the *other* network's past embeddings, one row per training
+example, and a noise-contrastive estimation loss separates the positive from the noise.
+Both directions count (student anchor vs teacher bank, teacher anchor vs student bank).
+The banks are a momentum average of each example's embeddings, renormalised.
+
+Source: HobbitLong/RepDistiller `crd/criterion.py`, `crd/memory.py` (defaults from its
+`train_student.py` and `scripts/run_cifar_distill.sh`: CE 1, CRD 0.8, KD 0; CRD+KD: KD 1).
+Deliberate differences, all for a whole-graph training step:
+- Negatives are drawn uniformly *with replacement* from the examples of other classes
+  (RepDistiller's "exact" mode draws without replacement when it can); the draw is a
+  stateless function of the run's seed and a draw counter checkpointed with the banks, so
+  a resumed run draws what the uninterrupted one would have.
+- The banks, the NCE normalisation constants and the draw counter are variables of the
+  method, saved in every epoch checkpoint; the constants are fixed on the first step as in
+  the source. Several replicas (MirroredStrategy) are refused: their bank writes would race.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+
+from kd_trainer.methods import catalog
+from kd_trainer.methods.base import DistillationMethod, RunInfo
+from kd_trainer.methods.soft_logits import softened_kl
+
+# Added to NCE denominators, as in the source.
+NCE_EPSILON = 1e-7
+
+
+def nce_loss(scores: tf.Tensor, num_examples: int) -> tf.Tensor:
+    """NCE loss of normalised scores [B, 1 + K] whose column 0 is the positive (noise 1/N):
+    -(sum_b log P_pos/(P_pos + K/N) + sum_b,k log (K/N)/(P_neg + K/N)) / B."""
+    num_negatives = scores.shape[1] - 1
+    noise = num_negatives / float(num_examples)
+    positive, negatives = scores[:, 0], scores[:, 1:]
+    log_positive = tf.math.log(positive / (positive + noise + NCE_EPSILON))
+    log_negatives = tf.math.log(noise / (negatives + noise + NCE_EPSILON))
+    batch = tf.cast(tf.shape(scores)[0], scores.dtype)
+    return -(tf.reduce_sum(log_positive) + tf.reduce_sum(log_negatives)) / batch
+
+
+def contrast_scores(anchor: tf.Tensor, bank_rows: tf.Tensor, temperature: float) -> tf.Tensor:
+    """exp(<bank row, anchor> / T) for rows [B, 1 + K, D] and anchors [B, D]: [B, 1 + K]."""
+    return tf.exp(tf.einsum("bkd,bd->bk", bank_rows, anchor) / temperature)
+
+
+def crd_loss(student_anchored: tf.Tensor, teacher_anchored: tf.Tensor, normalizers: tf.Tensor,
+             num_examples: int) -> tf.Tensor:
+    """Both NCE terms: the scores of the student anchor against teacher-bank rows and of the
+    teacher anchor against student-bank rows, each divided by its normalisation constant Z."""
+    return (nce_loss(student_anchored / normalizers[0], num_examples)
+            + nce_loss(teacher_anchored / normalizers[1], num_examples))
+
+
+def sample_contrast_indices(index: tf.Tensor, labels: tf.Tensor, class_sorted: tf.Tensor, class_start: tf.Tensor,
+                            class_count: tf.Tensor, num_negatives: int, seed: tf.Tensor) -> tf.Tensor:
+    """[B, 1 + K] example indices: each row's own index, then K uniform draws (with
+    replacement) among the examples of the other classes.
+
+    `class_sorted` lists the example indices grouped by class; class c occupies positions
+    class_start[c] .. class_start[c] + class_count[c] - 1. A draw r in [0, N - n_c) is
+    mapped past class c's block, so it never lands in the anchor's class.
+    """
+    num_examples = tf.shape(class_sorted)[0]
+    own_start = tf.gather(class_start, labels)[:, None]
+    own_count = tf.gather(class_count, labels)[:, None]
+    others = num_examples - own_count
+    uniform = tf.random.stateless_uniform([tf.shape(index)[0], num_negatives], seed)
+    draws = tf.minimum(tf.cast(uniform * tf.cast(others, tf.float32), tf.int32), others - 1)
+    positions = tf.where(draws >= own_start, draws + own_count, draws)
+    return tf.concat([index[:, None], tf.gather(class_sorted, positions)], axis=1)
+
+
+def momentum_update(bank: tf.Variable, index: tf.Tensor, embedding: tf.Tensor, momentum: float) -> None:
+    """bank[i] <- normalise(momentum * bank[i] + (1 - momentum) * embedding) for the batch's rows."""
+    rows = momentum * tf.gather(bank, index) + (1.0 - momentum) * tf.stop_gradient(embedding)
+    bank.scatter_nd_update(index[:, None], tf.math.l2_normalize(rows, axis=1))
+
+
+def _linear(units: int, fan_in: int, name: str) -> keras.layers.Dense:
+    """A dense layer initialised as torch.nn.Linear (weights and bias ~ U(+-1/sqrt(fan_in)))."""
+    bound = 1.0 / math.sqrt(fan_in)
+    return keras.layers.Dense(units, kernel_initializer=keras.initializers.VarianceScaling(1 / 3, "fan_in", "uniform"),
+                              bias_initializer=keras.initializers.RandomUniform(-bound, bound), name=name)
+
+
+class CRD(DistillationMethod):
+    """total = ce_weight * CE + weight * CRD + kd_weight * KL(T) * T^2 (CRD+KD: kd_weight 1)."""
+
+    name = "crd"
+    student_taps = ("embedding", "logits")
+    teacher_taps = ("embedding", "logits")
+    loss_term_names = ("ce", "crd", "kd")
+    uses_example_index = True
+
+    Params = catalog.CRDParams
+
+    def prepare(self, run: RunInfo) -> None:
+        labels = run.example_labels
+        if labels is None or len(labels) == 0:
+            raise ValueError("crd: the run must give the label of every training example (RunInfo.example_labels)")
+        counts = np.bincount(labels)
+        if counts.max() == len(labels):
+            raise ValueError(f"crd: all {len(labels)} training examples have class {int(np.argmax(counts))}: "
+                             "negatives must come from other classes")
+        self.num_examples = len(labels)
+        self.seed = run.seed
+        self.class_sorted = tf.constant(np.argsort(labels, kind="stable").astype(np.int32))
+        self.class_count = tf.constant(counts.astype(np.int32))
+        self.class_start = tf.constant((np.cumsum(counts) - counts).astype(np.int32))
+
+    def build(self, student_shapes, teacher_shapes):
+        if not hasattr(self, "num_examples"):
+            raise ValueError("crd: call prepare(RunInfo(..., example_labels=...)) before building: the memory "
+                             "banks have one row per training example")
+        if tf.distribute.get_strategy().num_replicas_in_sync > 1:
+            raise ValueError("crd: its memory banks support one replica; several GPUs (MirroredStrategy) would "
+                             "race on their rows")
+        p = self.params
+        self.student_embed = _linear(p.feat_dim, student_shapes["embedding"][-1], "crd_embed_student")
+        self.student_embed.build(student_shapes["embedding"])
+        self.teacher_embed = _linear(p.feat_dim, teacher_shapes["embedding"][-1], "crd_embed_teacher")
+        self.teacher_embed.build(teacher_shapes["embedding"])
+        bound = 1.0 / math.sqrt(p.feat_dim / 3)
+        self.student_memory = tf.Variable(tf.random.uniform([self.num_examples, p.feat_dim], -bound, bound),
+                                          trainable=False, name="crd_student_memory")
+        self.teacher_memory = tf.Variable(tf.random.uniform([self.num_examples, p.feat_dim], -bound, bound),
+                                          trainable=False, name="crd_teacher_memory")
+        # Z of the student-anchored and teacher-anchored scores; -1 until the first step sets them.
+        self.normalizers = tf.Variable([-1.0, -1.0], trainable=False, name="crd_normalizers")
+        self.draws = tf.Variable(0, dtype=tf.int64, trainable=False, name="crd_draws")
+
+    def _fixed_normalizers(self, student_scores: tf.Tensor, teacher_scores: tf.Tensor) -> tf.Tensor:
+        """Sets Z = mean score * N on the first step (as the source), then keeps it."""
+        first = tf.stack([tf.reduce_mean(student_scores), tf.reduce_mean(teacher_scores)]) * float(self.num_examples)
+        value = tf.where(self.normalizers < 0, tf.stop_gradient(first), self.normalizers)
+        self.normalizers.assign(value)
+        return value
+
+    def loss_terms(self, labels, cross_entropy, student, teacher, stage="main", index=None):
+        p = self.params
+        seed = tf.stack([tf.constant(self.seed, tf.int64), self.draws])
+        self.draws.assign_add(1)
+        contrast = sample_contrast_indices(index, labels, self.class_sorted, self.class_start, self.class_count,
+                                           p.num_negatives, seed)
+        student_embedding = tf.math.l2_normalize(self.student_embed(student["embedding"]), axis=1)
+        teacher_embedding = tf.math.l2_normalize(self.teacher_embed(teacher["embedding"]), axis=1)
+        student_rows = tf.gather(self.student_memory, contrast)
+        teacher_rows = tf.gather(self.teacher_memory, contrast)
+        student_anchored = contrast_scores(student_embedding, teacher_rows, p.nce_temperature)
+        teacher_anchored = contrast_scores(teacher_embedding, student_rows, p.nce_temperature)
+        normalizers = self._fixed_normalizers(student_anchored, teacher_anchored)
+        loss = crd_loss(student_anchored, teacher_anchored, normalizers, self.num_examples)
+        momentum_update(self.student_memory, index, student_embedding, p.momentum)
+        momentum_update(self.teacher_memory, index, teacher_embedding, p.momentum)
+        kd = softened_kl(teacher["logits"], student["logits"], p.temperature) * p.temperature ** 2
+        return {"ce": p.ce_weight * cross_entropy, "crd": p.weight * loss, "kd": p.kd_weight * kd}

@@ -1,0 +1,585 @@
+"""CRD, VID, FT, ReviewKD, KD-EID and MHGD: each loss against an independent float64 NumPy
+computation of its formula (values and gradients), and the per-example state of CRD.
+
+The NumPy references are written from the papers' and official code's formulas with
+explicit loops and never call the TensorFlow code.
+"""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from kd_trainer import methods
+from kd_trainer.methods import crd
+from kd_trainer.methods.base import RunInfo
+
+RTOL = 1e-8
+
+
+def numeric_gradient(function, x, step=1e-6):
+    """Central differences of a scalar NumPy function at x (float64)."""
+    gradient = np.zeros_like(x)
+    for position in np.ndindex(*x.shape):
+        up, down = x.copy(), x.copy()
+        up[position] += step
+        down[position] -= step
+        gradient[position] = (function(up) - function(down)) / (2 * step)
+    return gradient
+
+
+def tf_value_and_gradient(function, *arrays):
+    """Value of a TF function of float64 arrays and its gradients with respect to each."""
+    tensors = [tf.constant(a) for a in arrays]
+    with tf.GradientTape() as tape:
+        tape.watch(tensors)
+        value = function(*tensors)
+    return float(value), [g.numpy() for g in tape.gradient(value, tensors)]
+
+
+# --------------------------------------------------------------------------- CRD
+
+def np_unit(x):
+    return x / np.sqrt(np.sum(x ** 2, axis=-1, keepdims=True))
+
+
+def np_nce(scores, num_examples):
+    """Eq. (18) of CRD with noise 1/N: per row, log of P(D=1) for the positive, P(D=0) for each negative."""
+    batch, columns = scores.shape
+    k = columns - 1
+    noise = k / num_examples
+    total = 0.0
+    for b in range(batch):
+        total += np.log(scores[b, 0] / (scores[b, 0] + noise + crd.NCE_EPSILON))
+        for j in range(1, columns):
+            total += np.log(noise / (scores[b, j] + noise + crd.NCE_EPSILON))
+    return -total / batch
+
+
+def np_crd(student_embedding, teacher_embedding, student_rows, teacher_rows, normalizers, num_examples, t):
+    student_scores = np.exp(np.einsum("bkd,bd->bk", teacher_rows, student_embedding) / t) / normalizers[0]
+    teacher_scores = np.exp(np.einsum("bkd,bd->bk", student_rows, teacher_embedding) / t) / normalizers[1]
+    return np_nce(student_scores, num_examples) + np_nce(teacher_scores, num_examples)
+
+
+def test_crd_loss_value_and_gradients_match_numpy():
+    rng = np.random.default_rng(0)
+    batch, negatives, dim, num_examples, temperature = 3, 5, 4, 50, 0.5
+    student, teacher = np_unit(rng.normal(size=(batch, dim))), np_unit(rng.normal(size=(batch, dim)))
+    student_rows = np_unit(rng.normal(size=(batch, negatives + 1, dim)))
+    teacher_rows = np_unit(rng.normal(size=(batch, negatives + 1, dim)))
+    normalizers = np.array([7.0, 11.0])
+
+    def tf_loss(s, t):
+        return crd.crd_loss(crd.contrast_scores(s, tf.constant(teacher_rows), temperature),
+                            crd.contrast_scores(t, tf.constant(student_rows), temperature),
+                            tf.constant(normalizers), num_examples)
+
+    value, (grad_student, grad_teacher) = tf_value_and_gradient(tf_loss, student, teacher)
+    expected = np_crd(student, teacher, student_rows, teacher_rows, normalizers, num_examples, temperature)
+    np.testing.assert_allclose(value, expected, rtol=RTOL)
+    np.testing.assert_allclose(grad_student, numeric_gradient(
+        lambda s: np_crd(s, teacher, student_rows, teacher_rows, normalizers, num_examples, temperature), student),
+        rtol=1e-5, atol=1e-8)
+    np.testing.assert_allclose(grad_teacher, numeric_gradient(
+        lambda t: np_crd(student, t, student_rows, teacher_rows, normalizers, num_examples, temperature), teacher),
+        rtol=1e-5, atol=1e-8)
+
+
+def test_sampled_negatives_exclude_the_positive_and_its_class():
+    labels = np.array([0, 1, 2, 0, 1, 2, 2, 3, 0, 1])
+    method = methods.create("crd", {"num_negatives": 2000})
+    method.prepare(RunInfo(main_epochs=1, seed=3, example_labels=labels))
+    index = tf.constant([0, 4, 6, 7], tf.int32)
+    sampled = crd.sample_contrast_indices(index, tf.constant(labels[[0, 4, 6, 7]], tf.int32), method.class_sorted,
+                                          method.class_start, method.class_count, 2000,
+                                          tf.constant([3, 0], tf.int64)).numpy()
+    assert sampled.shape == (4, 2001)
+    np.testing.assert_array_equal(sampled[:, 0], index.numpy())
+    for row, anchor in zip(sampled, index.numpy()):
+        negatives = row[1:]
+        assert anchor not in negatives
+        assert not np.any(labels[negatives] == labels[anchor])
+        # Uniform over every example of the other classes: each one is drawn.
+        assert set(negatives) == set(np.flatnonzero(labels != labels[anchor]))
+
+
+def test_memory_update_is_the_renormalised_momentum_average():
+    rng = np.random.default_rng(1)
+    bank = np_unit(rng.normal(size=(6, 4)))
+    embedding = np_unit(rng.normal(size=(2, 4)))
+    variable = tf.Variable(bank)
+    crd.momentum_update(variable, tf.constant([4, 1]), tf.constant(embedding), 0.5)
+    expected = bank.copy()
+    for row, i in enumerate([4, 1]):
+        mixed = 0.5 * bank[i] + 0.5 * embedding[row]
+        expected[i] = mixed / np.sqrt(np.sum(mixed ** 2))
+    np.testing.assert_allclose(variable.numpy(), expected, rtol=RTOL)
+
+
+def test_crd_terms_match_numpy_and_update_both_banks():
+    """The whole method on one batch: projections, NCE with Z fixed on the first step, KD, bank updates."""
+    rng = np.random.default_rng(2)
+    labels = np.arange(12) % 3
+    params = {"feat_dim": 4, "num_negatives": 5, "kd_weight": 1.0}
+    method = methods.create("crd", params)
+    method.prepare(RunInfo(main_epochs=1, seed=0, example_labels=labels))
+    student = {"embedding": rng.normal(size=(3, 6)).astype(np.float32),
+               "logits": rng.normal(size=(3, 10)).astype(np.float32)}
+    teacher = {"embedding": rng.normal(size=(3, 8)).astype(np.float32),
+               "logits": rng.normal(size=(3, 10)).astype(np.float32)}
+    method.build({k: tf.TensorShape(v.shape) for k, v in student.items()},
+                 {k: tf.TensorShape(v.shape) for k, v in teacher.items()})
+    student_bank, teacher_bank = method.student_memory.numpy().copy(), method.teacher_memory.numpy().copy()
+    index = np.array([5, 0, 7])
+    draws = crd.sample_contrast_indices(tf.constant(index, tf.int32), tf.constant(labels[index], tf.int32),
+                                        method.class_sorted, method.class_start, method.class_count, 5,
+                                        tf.constant([0, 0], tf.int64)).numpy()
+    terms = method.loss_terms(tf.constant(labels[index], tf.int32), tf.constant(2.0),
+                              {k: tf.constant(v) for k, v in student.items()},
+                              {k: tf.constant(v) for k, v in teacher.items()}, index=tf.constant(index, tf.int32))
+
+    def project(layer, x):
+        kernel, bias = (w.numpy().astype(np.float64) for w in layer.weights)
+        return np_unit(x.astype(np.float64) @ kernel + bias)
+
+    s_emb, t_emb = project(method.student_embed, student["embedding"]), project(method.teacher_embed,
+                                                                                  teacher["embedding"])
+    s_rows, t_rows = student_bank[draws].astype(np.float64), teacher_bank[draws].astype(np.float64)
+    z = np.array([np.mean(np.exp(np.einsum("bkd,bd->bk", t_rows, s_emb) / 0.07)) * 12,
+                  np.mean(np.exp(np.einsum("bkd,bd->bk", s_rows, t_emb) / 0.07)) * 12])
+    np.testing.assert_allclose(method.normalizers.numpy(), z, rtol=1e-5)
+    p_t, p_s = np.exp(teacher["logits"] / 4.0), np.exp(student["logits"] / 4.0)
+    p_t, p_s = p_t / p_t.sum(1, keepdims=True), p_s / p_s.sum(1, keepdims=True)
+    kd = np.mean(np.sum(p_t * (np.log(p_t) - np.log(p_s)), axis=1)) * 16
+    np.testing.assert_allclose(float(terms["crd"]), 0.8 * np_crd(s_emb, t_emb, s_rows, t_rows, z, 12, 0.07),
+                               rtol=1e-4)
+    np.testing.assert_allclose(float(terms["kd"]), kd, rtol=1e-4)
+    np.testing.assert_allclose(float(terms["ce"]), 2.0)
+    for bank, before, emb in ((method.student_memory, student_bank, s_emb), (method.teacher_memory, teacher_bank,
+                                                                             t_emb)):
+        expected = before.copy()
+        expected[index] = np_unit(0.5 * before[index] + 0.5 * emb)
+        np.testing.assert_allclose(bank.numpy(), expected, rtol=1e-5, atol=1e-6)
+    assert int(method.draws.numpy()) == 1
+
+
+def test_crd_refuses_to_build_without_example_labels():
+    method = methods.create("crd")
+    with pytest.raises(ValueError, match="crd: call prepare"):
+        method.build({"embedding": tf.TensorShape([None, 8])}, {"embedding": tf.TensorShape([None, 8])})
+
+
+@pytest.mark.parametrize("values, message", [({"momentum": 1.0}, "'momentum' must be in"),
+                                             ({"num_negatives": 0}, "'num_negatives' must be > 0")])
+def test_crd_parameter_ranges(values, message):
+    with pytest.raises(ValueError, match=message):
+        methods.catalog.check_params("crd", values)
+
+
+# --------------------------------------------------------------------------- VID
+
+def np_softplus(x):
+    return np.log1p(np.exp(x))
+
+
+def np_vid(mean, target, log_scale, eps):
+    """Gaussian NLL without its constant, averaged over every element (variance per channel)."""
+    variance = np_softplus(log_scale) + eps
+    total = 0.0
+    for index in np.ndindex(*mean.shape):
+        c = index[-1]
+        total += 0.5 * ((mean[index] - target[index]) ** 2 / variance[c] + np.log(variance[c]))
+    return total / mean.size
+
+
+def test_vid_loss_value_and_gradients_match_numpy():
+    from kd_trainer.methods.vid import vid_loss
+
+    rng = np.random.default_rng(3)
+    mean, target = rng.normal(size=(2, 3, 3, 4)), rng.normal(size=(2, 3, 3, 4))
+    log_scale = rng.normal(size=4)
+    value, (grad_mean, grad_scale) = tf_value_and_gradient(lambda m, s: vid_loss(m, tf.constant(target), s, 1e-5),
+                                                           mean, log_scale)
+    np.testing.assert_allclose(value, np_vid(mean, target, log_scale, 1e-5), rtol=RTOL)
+    np.testing.assert_allclose(grad_mean, numeric_gradient(lambda m: np_vid(m, target, log_scale, 1e-5), mean),
+                               rtol=1e-5, atol=1e-9)
+    np.testing.assert_allclose(grad_scale, numeric_gradient(lambda s: np_vid(mean, target, s, 1e-5), log_scale),
+                               rtol=1e-5, atol=1e-9)
+
+
+def np_relu(x):
+    return np.maximum(x, 0)
+
+
+def np_average_pool(f, size):
+    b, h, w, c = f.shape
+    k = h // size
+    return f.reshape(b, size, k, size, k, c).mean(axis=(2, 4))
+
+
+def test_vid_method_matches_numpy_with_its_regressors_and_initial_variance():
+    rng = np.random.default_rng(4)
+    student = {"stage1": rng.normal(size=(2, 4, 4, 3)), "stage2": rng.normal(size=(2, 2, 2, 5)),
+               "stage3": rng.normal(size=(2, 2, 2, 6))}
+    teacher = {"stage1": rng.normal(size=(2, 2, 2, 4)), "stage2": rng.normal(size=(2, 2, 2, 7)),
+               "stage3": rng.normal(size=(2, 2, 2, 6))}
+    method = methods.create("vid")
+    method.build({k: tf.TensorShape(v.shape) for k, v in student.items()},
+                 {k: tf.TensorShape(v.shape) for k, v in teacher.items()})
+    terms = method.loss_terms(None, tf.constant(1.5), {k: tf.constant(v, tf.float32) for k, v in student.items()},
+                              {k: tf.constant(v, tf.float32) for k, v in teacher.items()})
+    expected = 0.0
+    for tap in ("stage1", "stage2", "stage3"):
+        kernels = [w.numpy().astype(np.float64)[0, 0] for w in method.regressors[tap].weights]
+        assert len(kernels) == 3  # three 1x1 convolutions, no biases
+        features = student[tap] if student[tap].shape[1] == 2 else np_average_pool(student[tap], 2)
+        mean = np_relu(np_relu(features @ kernels[0]) @ kernels[1]) @ kernels[2]
+        log_scale = method.log_scales[tap].numpy().astype(np.float64)
+        np.testing.assert_allclose(np_softplus(log_scale) + 1e-5, 5.0, rtol=1e-6)
+        expected += np_vid(mean, teacher[tap], log_scale, 1e-5)
+    np.testing.assert_allclose(float(terms["vid"]), expected, rtol=1e-5)
+    np.testing.assert_allclose(float(terms["ce"]), 1.5)
+    assert len(method.trainable_variables) == 12  # 3 taps x (3 kernels + log_scale)
+
+
+# --------------------------------------------------------------------------- FT
+
+def np_factor_summary(f):
+    summary = np.stack([np.mean(sample ** 2, axis=-1).ravel() for sample in f])
+    return summary / np.linalg.norm(summary, axis=1, keepdims=True)
+
+
+def np_factor_loss(fs, ft):
+    return np.mean(np.abs(np_factor_summary(fs) - np_factor_summary(ft)))
+
+
+def test_factor_loss_value_and_gradients_match_numpy():
+    from kd_trainer.methods.factor_transfer import factor_loss
+
+    rng = np.random.default_rng(5)
+    student, teacher = rng.normal(size=(2, 3, 3, 4)), rng.normal(size=(2, 3, 3, 6))
+    value, (grad_student,) = tf_value_and_gradient(lambda s: factor_loss(s, tf.constant(teacher)), student)
+    np.testing.assert_allclose(value, np_factor_loss(student, teacher), rtol=RTOL)
+    np.testing.assert_allclose(grad_student, numeric_gradient(lambda s: np_factor_loss(s, teacher), student),
+                               rtol=1e-5, atol=1e-9)
+
+
+def test_ft_terms_per_stage():
+    from kd_trainer.methods.base import TEACHER_STAGE
+
+    rng = np.random.default_rng(6)
+    student = {"stage3": rng.normal(size=(2, 4, 4, 6)).astype(np.float32)}
+    teacher = {"stage3": np.maximum(rng.normal(size=(2, 4, 4, 8)), 0).astype(np.float32)}
+    method = methods.create("ft")
+    method.build({"stage3": tf.TensorShape([None, 4, 4, 6])}, {"stage3": tf.TensorShape([None, 4, 4, 8])})
+    assert method.stage_epochs(5) == {TEACHER_STAGE: 30, "main": 5}
+    assert method.stage_learning_rate(TEACHER_STAGE, 0.05) == 0.01 and method.stage_learning_rate("main", 0.05) == 0.05
+    to_tf = {"stage3": tf.constant(teacher["stage3"])}
+    reconstruction = method.paraphraser_decoder(method.paraphraser_encoder(to_tf["stage3"])).numpy()
+    assert reconstruction.shape == teacher["stage3"].shape
+    terms = method.loss_terms(None, tf.constant(0.0), {}, to_tf, stage=TEACHER_STAGE)
+    np.testing.assert_allclose(float(terms["reconstruction"]), np.mean((reconstruction - teacher["stage3"]) ** 2),
+                               rtol=1e-5)
+    terms = method.loss_terms(None, tf.constant(2.0), {"stage3": tf.constant(student["stage3"])}, to_tf)
+    factor_t = method.paraphraser_encoder(to_tf["stage3"]).numpy()
+    factor_s = method.translator(tf.constant(student["stage3"]), training=True).numpy()
+    assert factor_t.shape[-1] == factor_s.shape[-1] == 4  # rate 0.5 of the teacher's 8 channels
+    np.testing.assert_allclose(float(terms["ft"]), 200 * np_factor_loss(factor_s, factor_t), rtol=1e-4)
+    np.testing.assert_allclose(float(terms["ce"]), 2.0)
+
+
+# --------------------------------------------------------------------------- ReviewKD and the warm-up
+
+def np_hcl(student_levels, teacher_levels):
+    total = 0.0
+    for fs, ft in zip(student_levels, teacher_levels):
+        side = fs.shape[1]
+        loss, weight, weights = np.mean((fs - ft) ** 2), 1.0, 1.0
+        for size in (4, 2, 1):
+            if size < side:
+                weight /= 2
+                loss += weight * np.mean((np_average_pool(fs, size) - np_average_pool(ft, size)) ** 2)
+                weights += weight
+        total += loss / weights
+    return total
+
+
+def test_hierarchical_context_loss_value_and_gradients_match_numpy():
+    from kd_trainer.methods.reviewkd import hierarchical_context_loss
+
+    rng = np.random.default_rng(7)
+    shapes = [(2, 8, 8, 2), (2, 4, 4, 3), (2, 1, 1, 3)]
+    student = [rng.normal(size=s) for s in shapes]
+    teacher = [rng.normal(size=s) for s in shapes]
+    value, gradients = tf_value_and_gradient(
+        lambda *s: hierarchical_context_loss(list(s), [tf.constant(t) for t in teacher]), *student)
+    np.testing.assert_allclose(value, np_hcl(student, teacher), rtol=RTOL)
+    for level, gradient in enumerate(gradients):
+        def at_level(x, level=level):
+            return np_hcl(student[:level] + [x] + student[level + 1:], teacher)
+        np.testing.assert_allclose(gradient, numeric_gradient(at_level, student[level]), rtol=1e-5, atol=1e-9)
+
+
+def test_upsample_nearest_repeats_pixels():
+    from kd_trainer.methods.reviewkd import upsample_nearest
+
+    x = np.arange(8, dtype=np.float64).reshape(1, 2, 2, 2)
+    expected = x.repeat(2, axis=1).repeat(2, axis=2)
+    np.testing.assert_array_equal(upsample_nearest(tf.constant(x), 4).numpy(), expected)
+    with pytest.raises(ValueError, match="cannot upsample a 2x2 map to 3x3"):
+        upsample_nearest(tf.constant(x), 3)
+
+
+def test_warmup_is_linear_from_the_first_epoch_and_scaled_to_the_run():
+    from kd_trainer.methods.warmup import linear_warmup, scaled_warmup_epochs
+
+    assert scaled_warmup_epochs(20, 240) == 20 and scaled_warmup_epochs(20, 120) == 10
+    values = [float(linear_warmup(tf.constant(float(e)), 10.0)) for e in (0, 4, 9, 30)]
+    np.testing.assert_allclose(values, [0.1, 0.5, 1.0, 1.0])
+    assert float(linear_warmup(tf.constant(0.0), 0.0)) == 1.0
+    with pytest.raises(ValueError, match="run_epochs must be positive"):
+        scaled_warmup_epochs(20, 0)
+
+
+def test_reviewkd_fuses_every_level_and_warms_up():
+    rng = np.random.default_rng(8)
+    widths, sides = (4, 8, 16), (8, 4, 2)
+    student, teacher = {}, {}
+    for i, (width, side) in enumerate(zip(widths, sides), start=1):
+        for suffix in ("", "_preact"):
+            student[f"stage{i}{suffix}"] = rng.normal(size=(2, side, side, width)).astype(np.float32)
+            teacher[f"stage{i}{suffix}"] = rng.normal(size=(2, side, side, 2 * width)).astype(np.float32)
+    student["embedding"] = rng.normal(size=(2, 16)).astype(np.float32)
+    teacher["embedding"] = rng.normal(size=(2, 32)).astype(np.float32)
+    method = methods.create("reviewkd")
+    method.prepare(RunInfo(main_epochs=24))
+    assert method.warmup_epochs == 2.0
+    method.build({k: tf.TensorShape(v.shape) for k, v in student.items()},
+                 {k: tf.TensorShape(v.shape) for k, v in teacher.items()})
+    # Attention convs only where a deeper level is fused in: levels 1-3, not the embedding.
+    assert [f.attention is not None for f in method.fusions] == [True, True, True, False]
+    tf_student = {k: tf.constant(v) for k, v in student.items()}
+    tf_teacher = {k: tf.constant(v) for k, v in teacher.items()}
+    first = method.loss_terms(None, tf.constant(1.0), tf_student, tf_teacher, epoch=tf.constant(0.0))["reviewkd"]
+    later = method.loss_terms(None, tf.constant(1.0), tf_student, tf_teacher, epoch=tf.constant(5.0))["reviewkd"]
+    np.testing.assert_allclose(float(first), 0.5 * float(later), rtol=1e-5)
+    with tf.GradientTape() as tape:
+        loss = method.loss_terms(None, tf.constant(1.0), tf_student, tf_teacher, epoch=tf.constant(5.0))["reviewkd"]
+    gradients = tape.gradient(loss, method.trainable_variables)
+    assert all(g is not None for g in gradients), "a fusion block's variable gets no gradient"
+
+
+# --------------------------------------------------------------------------- training steps
+
+def distiller_for(name, params=None, stage="main", batch_size=8):
+    import tf_keras as keras
+
+    from kd_trainer import models
+    from kd_trainer.distiller import Distiller
+
+    keras.utils.set_random_seed(0)
+    student, teacher_model = models.build_model("resnet8"), models.build_model("resnet8")
+    method = methods.create(name, params)
+    method.prepare(RunInfo(main_epochs=10, seed=0, example_labels=np.arange(4 * batch_size) % 5))
+    distiller = Distiller(student, method=method, teacher=lambda images: teacher_model(images, training=False))
+    distiller.stage = stage
+    distiller.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9, nesterov=True), run_eagerly=True)
+    distiller.optimizer.build(distiller.trainable_student_variables())
+    return distiller, student, teacher_model, method
+
+
+def training_batch(with_index, size=8):
+    rng = np.random.default_rng(0)
+    images = tf.constant(rng.normal(size=(size, 32, 32, 3)), tf.float32)
+    labels = tf.constant(np.arange(size) % 5, tf.int32)
+    return (images, labels, tf.constant(np.arange(size) + 3, tf.int32)) if with_index else (images, labels)
+
+
+def snapshot(variables):
+    return [v.numpy().copy() for v in variables]
+
+
+def moved(before, variables):
+    return [not np.array_equal(b, v.numpy()) for b, v in zip(before, variables)]
+
+
+@pytest.mark.parametrize("name, params", [("crd", {"feat_dim": 8, "num_negatives": 16}), ("vid", None),
+                                          ("ft", None), ("reviewkd", None)])
+def test_student_and_connectors_move_teacher_never(name, params):
+    distiller, student, teacher, method = distiller_for(name, params)
+    teacher_before, student_before = snapshot(teacher.variables), snapshot(student.trainable_variables)
+    connectors_before = snapshot(method.trainable_variables)
+    logs = distiller.train_step(training_batch(with_index=name == "crd"))
+    assert np.isfinite(float(logs["loss"]))
+    assert not any(moved(teacher_before, teacher.variables)), "the frozen teacher changed"
+    assert any(moved(student_before, student.trainable_variables))
+    moved_connectors = moved(connectors_before, method.trainable_variables)
+    if name == "ft":  # the paraphraser is fixed after its own stage; the translator trains
+        translator = {id(v) for v in method.translator.trainable_variables}
+        assert moved_connectors == [id(v) in translator for v in method.trainable_variables]
+    else:
+        assert all(moved_connectors)
+
+
+def test_ft_paraphraser_stage_trains_only_the_paraphraser_and_never_runs_the_student():
+    from kd_trainer.methods.base import TEACHER_STAGE
+
+    distiller, student, teacher, method = distiller_for("ft", stage=TEACHER_STAGE)
+    student_before, teacher_before = snapshot(student.variables), snapshot(teacher.variables)
+    paraphraser = method.paraphraser_encoder.trainable_variables + method.paraphraser_decoder.trainable_variables
+    paraphraser_before, translator_before = snapshot(paraphraser), snapshot(method.translator.variables)
+    logs = distiller.train_step(training_batch(with_index=False))
+    assert np.isfinite(float(logs["reconstruction"]))
+    assert not any(moved(student_before, student.variables)), "the student (or its BN statistics) changed"
+    assert not any(moved(teacher_before, teacher.variables))
+    assert not any(moved(translator_before, method.translator.variables))
+    assert all(moved(paraphraser_before, paraphraser))
+
+
+def test_crd_step_needs_example_indices():
+    distiller, _, _, _ = distiller_for("crd", {"feat_dim": 8, "num_negatives": 16})
+    with pytest.raises(ValueError, match=r"method 'crd' needs \(images, labels, example indices\) batches"):
+        distiller.train_step(training_batch(with_index=False))
+
+
+# --------------------------------------------------------------------------- KD-EID and MHGD
+
+def np_right_singular(features, k):
+    """[B, H, W, C] -> [B, C, K]: the top-k right singular vectors (unit), each signed so that
+    its largest-magnitude entry is positive."""
+    vectors = []
+    for sample in features:
+        _, _, vt = np.linalg.svd(sample.reshape(-1, sample.shape[-1]), full_matrices=False)
+        v = vt[:k].T
+        v = v * np.sign(v[np.argmax(np.abs(v), axis=0), np.arange(k)])
+        vectors.append(v)
+    return np.stack(vectors)
+
+
+def np_align(student, teacher):
+    """Per teacher vector, the student vector of largest |cosine|, signed to agree."""
+    out = np.zeros((student.shape[0], student.shape[1], teacher.shape[2]))
+    for b in range(student.shape[0]):
+        for k in range(teacher.shape[2]):
+            cosines = student[b].T @ teacher[b, :, k]
+            best = np.argmax(np.abs(cosines))
+            out[b, :, k] = student[b, :, best] * np.sign(cosines[best])
+    return out
+
+
+def np_rbf(first, second):
+    return np.exp(-(first[:, :, None, :] - second[:, None, :, :]) ** 2 / 8)
+
+
+def separated_features(rng, batch, side, channels):
+    """Features whose Gram matrices have well separated eigenvalues (stable decompositions)."""
+    scales = np.geomspace(4.0, 0.5, channels)
+    return np.maximum(rng.normal(size=(batch, side, side, channels)) * scales, 0) + 0.05 * scales
+
+
+def test_kd_eid_matches_numpy_svd():
+    rng = np.random.default_rng(9)
+    shapes = {"stage1": (6, 4), "stage2": (4, 5), "stage3": (3, 6)}
+    student = {k: separated_features(rng, 2, side, c) for k, (side, c) in shapes.items()}
+    teacher = {k: separated_features(rng, 2, side, c) for k, (side, c) in shapes.items()}
+    terms = methods.create("kd_eid").loss_terms(None, tf.constant(1.0, tf.float64),
+                                                 {k: tf.constant(v) for k, v in student.items()},
+                                                 {k: tf.constant(v) for k, v in teacher.items()})
+    taps = ("stage1", "stage2", "stage3")
+    t_vectors = [np_right_singular(teacher[k], 1) for k in taps]
+    s_vectors = [np_align(np_right_singular(student[k], 4), t) for k, t in zip(taps, t_vectors)]
+    expected = sum(np.sum((np_rbf(s_vectors[i], s_vectors[i + 1]) - np_rbf(t_vectors[i], t_vectors[i + 1])) ** 2)
+                   for i in range(2))
+    np.testing.assert_allclose(float(terms["eid"]), expected, rtol=1e-6)
+    assert methods.method_class("kd_eid").clips_distillation_gradient
+
+
+def np_log_softmax(x):
+    shifted = x - x.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.sum(np.exp(shifted), axis=-1, keepdims=True))
+
+
+def np_graph_kl(student, teacher):
+    log_s, log_t = np_log_softmax(student), np_log_softmax(teacher)
+    return np.sum(np.exp(log_s) * (log_s - log_t))
+
+
+def test_graph_kl_value_and_gradient_match_numpy():
+    from kd_trainer.methods.mhgd import graph_kl
+
+    rng = np.random.default_rng(10)
+    student, teacher = rng.normal(size=(3, 4, 4)), rng.normal(size=(3, 4, 4))
+    value, (gradient,) = tf_value_and_gradient(lambda s: graph_kl(s, tf.constant(teacher)), student)
+    np.testing.assert_allclose(value, np_graph_kl(student, teacher), rtol=RTOL)
+    np.testing.assert_allclose(gradient, numeric_gradient(lambda s: np_graph_kl(s, teacher), student),
+                               rtol=1e-5, atol=1e-9)
+
+
+def test_head_dropout_keeps_heads_above_the_mean():
+    from kd_trainer.methods.mhgd import head_dropout_mask
+
+    noise = np.array([[[1.0], [0.0]], [[-1.0], [2.0]], [[0.5], [-3.0]]])  # [H=3, B=2, 1]
+    expected = (noise - noise.mean(axis=0, keepdims=True) > 0).astype(float)
+    np.testing.assert_array_equal(head_dropout_mask(tf.constant(noise)).numpy(), expected)
+
+
+def mhgd_inputs(rng):
+    shapes = {"stage1": (4, 4), "stage2": (3, 6), "stage3": (3, 8)}
+    student = {k: separated_features(rng, 5, side, c).astype(np.float32) for k, (side, c) in shapes.items()}
+    teacher = {k: separated_features(rng, 5, side, c).astype(np.float32) for k, (side, c) in shapes.items()}
+    method = methods.create("mhgd", {"num_heads": 2})
+    method.prepare(RunInfo(main_epochs=1, seed=1))
+    method.build({k: tf.TensorShape(v.shape) for k, v in student.items()},
+                 {k: tf.TensorShape(v.shape) for k, v in teacher.items()})
+    return student, teacher, method
+
+
+def np_frozen_attention(head, keys, queries):
+    def dense_bn(dense, bn, x):
+        y = x @ dense.kernel.numpy().astype(np.float64)
+        return (bn.gamma.numpy() * (y - bn.moving_mean.numpy()) / np.sqrt(bn.moving_variance.numpy() + 1e-5)
+                + bn.beta.numpy())
+
+    sender = dense_bn(head.sender, head.sender_bn, keys).reshape(len(keys), head.width, head.heads)
+    receiver = dense_bn(head.receiver, head.receiver_bn, queries).reshape(len(queries), head.width, head.heads)
+    return np.einsum("bdh,cdh->hbc", sender, receiver)
+
+
+def test_mhgd_main_term_matches_numpy():
+    rng = np.random.default_rng(11)
+    student, teacher, method = mhgd_inputs(rng)
+    terms = method.loss_terms(None, tf.constant(1.0), {k: tf.constant(v) for k, v in student.items()},
+                              {k: tf.constant(v) for k, v in teacher.items()})
+    taps = ("stage1", "stage2", "stage3")
+    t_vectors = [np_right_singular(teacher[k].astype(np.float64), 1) for k in taps]
+    s_vectors = [np_align(np_right_singular(student[k].astype(np.float64), 4), t)[:, :, 0]
+                 for k, t in zip(taps, t_vectors)]
+    t_vectors = [t[:, :, 0] for t in t_vectors]
+    expected, widths = 0.0, (4, 6, 8)
+    for i, head in enumerate(method.attention_heads, start=1):
+        assert (head.heads, head.width) == (2, (widths[i] + widths[i - 1]) // 2)
+        expected += np_graph_kl(np.tanh(np_frozen_attention(head, s_vectors[i], s_vectors[i - 1])),
+                                np.tanh(np_frozen_attention(head, t_vectors[i], t_vectors[i - 1])))
+    np.testing.assert_allclose(float(terms["mhgd"]), expected, rtol=1e-4)
+    with tf.GradientTape() as tape:
+        loss = method.loss_terms(None, tf.constant(1.0), {k: tf.constant(v) for k, v in student.items()},
+                                 {k: tf.constant(v) for k, v in teacher.items()})["mhgd"]
+    assert all(g is None for g in tape.gradient(loss, method.trainable_variables)), "the attention network moved"
+
+
+def test_mhgd_teacher_stage_trains_the_attention_network_only_on_the_teacher():
+    from kd_trainer.methods.base import TEACHER_STAGE
+
+    rng = np.random.default_rng(12)
+    _, teacher, method = mhgd_inputs(rng)
+    with tf.GradientTape() as tape:
+        terms = method.loss_terms(None, tf.constant(0.0), {}, {k: tf.constant(v) for k, v in teacher.items()},
+                                  stage=TEACHER_STAGE)
+        total = terms["mha"] + terms["mha_decay"]
+    assert 0.0 <= float(terms["mha"]) <= 4.0  # two taps of mean(1 - cosine)
+    decay = sum(np.sum(v.numpy().astype(np.float64) ** 2) for v in method.trainable_variables)
+    np.testing.assert_allclose(float(terms["mha_decay"]), 5e-4 * decay, rtol=1e-5)
+    gradients = tape.gradient(total, method.trainable_variables)
+    assert all(g is not None for g in gradients)
+    assert int(method.draws.numpy()) == 1
+    assert not np.allclose(method.attention_heads[0].sender_bn.moving_mean.numpy(), 0.0), "BN statistics not updated"
