@@ -252,7 +252,7 @@ ZERO_SHOT_METHODS = ("zero_shot", "soft_logits_fewshot")
 # The CRD paper's (RepDistiller's) method list that this project implements, with their weights in
 # that protocol (scripts/run_cifar_distill.sh: CE 1 and the method's -b; KD: 0.1 CE + 0.9 KL at T 4
 # with T^2), translated to our parameterisations (docs/methods.md, "The crd preset").
-CRD_METHODS = ("soft_logits", "fitnet", "at", "ab", "fsp", "rkd", *MODERN_METHODS)
+CRD_METHODS = ("soft_logits", "fitnet", "at", "ab", "fsp", "rkd", *MODERN_METHODS, "crd", "vid", "ft", "reviewkd")
 CRD_METHOD_PARAMS = {
     "soft_logits": {"temperature": 4.0, "ce_weight": 0.1, "kd_weight": 0.9, "temperature_squared": True},
     # RepDistiller: 1000 * mean((Q_s - Q_t)^2); ours is beta / 2 * the same mean.
