@@ -71,7 +71,9 @@ class TrainerConfig(TrainingConfig):
     teacher_model: str = ""  # the teacher's architecture (DML trains a peer of it)
     seed: int = 0
     trial: int = 1
-    code_revision: str = "unknown"
+    # Of the code this Trainer runs (pipelines/revision.py): part of its cache key. The git
+    # revision is not (run_fn records it in trainer_config.json).
+    code_fingerprint: str = ""
 
     def problems(self) -> list[str]:
         problems = super().problems()

@@ -2,7 +2,8 @@
 
 Outputs in the Model artifact: `Format-Serving/` (the SavedModel, see export.py),
 `history.json` (per-epoch metrics, learning rate, epoch time) and `trainer_config.json`
-(the exact configuration and code revision). TensorBoard logs go to the ModelRun artifact.
+(the exact configuration, the fingerprint of the code it ran, and the git revision read
+when it ran: pipelines/revision.py). TensorBoard logs go to the ModelRun artifact.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from kd_trainer.checkpoints import CheckpointEachEpoch, EpochCheckpoints, finger
 from kd_trainer.config import TrainerConfig
 from kd_trainer.distiller import Distiller
 from kd_trainer.methods.base import INPUT_GRADIENT, MAIN_STAGE
+from pipelines.revision import code_revision
 
 HISTORY_FILE = "history.json"
 CONFIG_FILE = "trainer_config.json"
@@ -247,7 +249,7 @@ def run_fn(fn_args) -> None:
     model_dir = os.path.dirname(fn_args.serving_model_dir.rstrip("/"))
     write_json(os.path.join(model_dir, HISTORY_FILE), outcome.history)
     write_json(os.path.join(model_dir, CONFIG_FILE), {
-        **config.to_dict(), "num_weights_without_bn": models.count_weights_without_bn(outcome.student),
+        **config.to_dict(), "code_revision": code_revision(), "num_weights_without_bn": models.count_weights_without_bn(outcome.student),
         "num_parameters": outcome.student.count_params(), "divergence": outcome.divergence,
         "resumed_after_epoch": outcome.resumed_after_epoch, "distribution_strategy": devices.strategy_name()})
     checkpoints.remove()

@@ -26,6 +26,7 @@ from tfx.v1.orchestration import experimental as tfx_experimental
 
 from pipelines import presets
 from pipelines.pipeline import create_pipeline, trainer_id
+from pipelines.revision import REVISION_ENV
 
 ResourceSpec = pipeline_spec_pb2.PipelineDeploymentConfig.PipelineContainerSpec.ResourceSpec
 
@@ -130,13 +131,14 @@ def compile_pipeline(preset: presets.Preset, pipeline_root: str, image: str, out
                      enable_cache: bool = True) -> Path:
     """Writes the preset's pipeline as a KFP v2 PipelineSpec YAML file to `output`.
 
-    The pipeline root becomes the spec's default (a run may override it). Node selectors,
+    The pipeline root becomes the spec's default (a run may override it). Every container gets
+    `code_revision` as KD_CODE_REVISION, which Trainers record (the image has no .git). Node selectors,
     which only Kubernetes has, go into a second YAML document (the platform spec that
     kfp-kubernetes writes); the file then stays single-document for Vertex AI without them.
     """
     _check_options(pipeline_root, image)
     pipeline = create_pipeline(pipeline_name=pipeline_name(preset), pipeline_root=pipeline_root, preset=preset,
-                               code_revision=code_revision, beam_pipeline_args=list(beam_pipeline_args),
+                               beam_pipeline_args=list(beam_pipeline_args),
                                enable_cache=enable_cache)
     trainers = [c for c in pipeline.components if isinstance(c, tfx.components.Trainer)]
     for trainer in trainers:
@@ -148,6 +150,9 @@ def compile_pipeline(preset: presets.Preset, pipeline_root: str, image: str, out
         config=tfx_experimental.KubeflowV2DagRunnerConfig(default_image=image, use_pipeline_spec_2_1=True))
     spec = runner.run(pipeline, write_out=False)["pipelineSpec"]
     spec["defaultPipelineRoot"] = pipeline_root
+    for executor in spec["deploymentSpec"]["executors"].values():
+        if "container" in executor:
+            executor["container"].setdefault("env", []).append({"name": REVISION_ENV, "value": code_revision})
     names = _rename_tasks(spec)
     documents = [spec]
     if preset.resources.node_selector:  # one copy per executor: no YAML aliases in the file

@@ -79,6 +79,15 @@ TRAIN_IMAGES_PER_CLASS = 500  # CIFAR-100's official training split
 
 
 @dataclasses.dataclass(frozen=True)
+class TeacherConfig(TrainingConfig):
+    """The teacher's training, or (`import_from`) a teacher trained before: the Model artifact
+    folder of an earlier run, or its `Format-Serving` SavedModel, local or on object storage
+    (gs://, s3://). An imported teacher replaces Trainer.teacher; `model` must name its architecture."""
+
+    import_from: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
 class ZeroShotConfig(ImpressionOptions):
     """Zero-shot KD (methods `zero_shot` and `soft_logits_fewshot`): the DataImpressions
     options (kd_trainer/impressions.py; defaults: the paper's) and the real-data budget of
@@ -102,7 +111,7 @@ class Preset:
     name: str
     description: str
     data: DataConfig
-    teacher: TrainingConfig
+    teacher: TeacherConfig
     student: TrainingConfig  # used by the baseline student and every distilled student
     methods: tuple[str, ...] = ("soft_logits",)
     method_params: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
@@ -116,13 +125,13 @@ class Preset:
     def __post_init__(self):
         validate(self)
 
-    def trainer_config(self, role: str, trial: int = 1, method: str = "", code_revision: str = "unknown") -> TrainerConfig:
+    def trainer_config(self, role: str, trial: int = 1, method: str = "") -> TrainerConfig:
         """The TrainerConfig of one Trainer of this preset (trials get consecutive seeds)."""
         training = self.teacher if role == "teacher" else self.student
         return TrainerConfig(role=role, method=method, method_params=self.method_params.get(method, {}),
                              teacher_model=self.teacher.model if role == "student" else "",
-                             seed=self.seed + trial - 1, trial=trial, code_revision=code_revision,
-                             **dataclasses.asdict(training))
+                             seed=self.seed + trial - 1, trial=trial,
+                             **{f.name: getattr(training, f.name) for f in dataclasses.fields(TrainingConfig)})
 
     def few_shot_per_class(self) -> int:
         """Real training images per class of the `soft_logits_fewshot` student."""
@@ -194,7 +203,7 @@ PRESETS: dict[str, Preset] = {
             name="smoke",
             description="A few hundred images, 1 epoch, tiny nets: the whole pipeline in minutes (tests).",
             data=DataConfig(train_per_class=3, eval_per_class=1),
-            teacher=TrainingConfig(model="resnet14", epochs=1, batch_size=64),
+            teacher=TeacherConfig(model="resnet14", epochs=1, batch_size=64),
             student=TrainingConfig(model="resnet8", epochs=1, batch_size=64),
             methods=SEED_METHODS,
             method_params=ONE_EPOCH_INIT,
@@ -204,7 +213,7 @@ PRESETS: dict[str, Preset] = {
             description=("Real CIFAR-100 on 2 CPU cores: standard resnet32 -> resnet8, 250 training images "
                          "per class, the full test set, a short step schedule (lr x0.1 at 50% and 75%)."),
             data=DataConfig(train_per_class=250),
-            teacher=TrainingConfig(model="resnet32", epochs=10, lr_decay_at=(0.5, 0.75)),
+            teacher=TeacherConfig(model="resnet32", epochs=10, lr_decay_at=(0.5, 0.75)),
             student=TrainingConfig(model="resnet8", epochs=4, lr_decay_at=(0.5, 0.75)),
             methods=SEED_METHODS,
             method_params=ONE_EPOCH_INIT,
@@ -213,7 +222,7 @@ PRESETS: dict[str, Preset] = {
             name="seed",
             description="The seed project's protocol: wide ResNet32 -> ResNet8, 100 epochs, 5 trials (GPU).",
             data=DataConfig(),
-            teacher=TrainingConfig(model="seed_resnet32", epochs=100),
+            teacher=TeacherConfig(model="seed_resnet32", epochs=100),
             student=TrainingConfig(model="seed_resnet8", epochs=100),
             methods=SEED_METHODS,
             trials=5,
@@ -225,7 +234,7 @@ PRESETS: dict[str, Preset] = {
                          "2,500 data impressions (60 iterations) -> resnet8, against Soft-logits on 2,500 real "
                          "images (10%) and the baseline on all 25,000."),
             data=DataConfig(train_per_class=250),
-            teacher=TrainingConfig(model="resnet20", epochs=6, lr_decay_at=(0.5, 0.75)),
+            teacher=TeacherConfig(model="resnet20", epochs=6, lr_decay_at=(0.5, 0.75)),
             student=TrainingConfig(model="resnet8", epochs=15, lr_decay_at=(0.5, 0.75)),
             methods=ZERO_SHOT_METHODS,
             zero_shot=ZeroShotConfig(num_impressions=2500, iterations=60, learning_rate=0.05, batch_size=250,
