@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
-from kd_trainer import methods, models
+from kd_trainer import methods, models, precision
 
 ROLES = ("teacher", "baseline", "student")
 
@@ -27,6 +27,9 @@ class TrainingConfig:
     lr_decay_factor: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 5e-4
+    # "auto": float32 and no XLA on CPU, mixed precision and XLA on GPUs (kd_trainer/precision.py).
+    mixed_precision: str = precision.AUTO
+    jit_compile: str = precision.AUTO
 
     def __post_init__(self):
         problems = self.problems()
@@ -48,6 +51,10 @@ class TrainingConfig:
             problems.append(f"weight_decay must be in [0, 1), got {self.weight_decay}")
         if not 0 < self.lr_decay_factor <= 1:
             problems.append(f"lr_decay_factor must be in (0, 1], got {self.lr_decay_factor}")
+        if self.mixed_precision not in precision.PRECISIONS:
+            problems.append(f"mixed_precision must be one of {list(precision.PRECISIONS)}, got {self.mixed_precision!r}")
+        if self.jit_compile not in precision.JIT_CHOICES:
+            problems.append(f"jit_compile must be one of {list(precision.JIT_CHOICES)}, got {self.jit_compile!r}")
         if list(self.lr_decay_at) != sorted(self.lr_decay_at) or not all(0 < f < 1 for f in self.lr_decay_at):
             problems.append(f"lr_decay_at must be increasing fractions in (0, 1), got {list(self.lr_decay_at)}")
         return problems

@@ -36,6 +36,11 @@ def with_input_gradient(network: TeacherFn, images: tf.Tensor, labels: tf.Tensor
     return taps
 
 
+def as_float32(taps: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+    """Taps of a network computing in bfloat16/float16 (mixed precision), cast so every loss is float32."""
+    return {name: tf.cast(value, tf.float32) for name, value in taps.items()}
+
+
 def _add(first: tf.Tensor | None, second: tf.Tensor | None) -> tf.Tensor | None:
     if first is None:
         return second
@@ -107,15 +112,15 @@ class Distiller(keras.Model):
             taps = with_input_gradient(self.teacher, images, labels)
         else:
             taps = dict(self.teacher(images))
-        return {k: tf.stop_gradient(v) for k, v in taps.items()}
+        return {k: tf.stop_gradient(v) for k, v in as_float32(taps).items()}
 
     def _student_taps(self, images, labels) -> dict[str, tf.Tensor]:
         def forward(x):
             return self.student(x, training=True)
 
         if self._wants(self.method.student_taps if self.method else (), INPUT_GRADIENT):
-            return with_input_gradient(forward, images, labels)
-        return dict(forward(images))
+            return as_float32(with_input_gradient(forward, images, labels))
+        return as_float32(forward(images))
 
     def trainable_student_variables(self) -> list[tf.Variable]:
         extra = list(self.method.trainable_variables) if self.method is not None else []
@@ -129,7 +134,7 @@ class Distiller(keras.Model):
         with tf.GradientTape(persistent=self.peer is not None or clipping) as tape:
             student_taps = self._student_taps(images, labels)
             if self.peer is not None:
-                teacher_taps = dict(self.peer(images, training=True))
+                teacher_taps = as_float32(self.peer(images, training=True))
             ce = cross_entropy(labels, student_taps["logits"])
             if self.method is None:
                 terms = {"ce": ce}
@@ -148,7 +153,7 @@ class Distiller(keras.Model):
         if clipping and supervised is not None and distillation is not None:
             gradients = self._clipped_gradients(tape, supervised, distillation, variables)
         else:
-            gradients = tape.gradient(objective, variables)
+            gradients = self._gradients(tape, objective, variables, self.optimizer)
         # Variables the stage's objective does not reach (e.g. the classifier while
         # initialising, AB's connectors afterwards) get no gradient and do not move.
         gradients = self._replica_share(gradients)
@@ -156,13 +161,24 @@ class Distiller(keras.Model):
         if self.peer is not None:
             peer_variables = self.peer.trainable_variables
             self.peer_optimizer.apply_gradients(
-                zip(self._replica_share(tape.gradient(peer_objective, peer_variables)), peer_variables))
+                zip(self._replica_share(self._gradients(tape, peer_objective, peer_variables, self.peer_optimizer)),
+                    peer_variables))
         self.loss_tracker.update_state(objective)
         for name, value in terms.items():
             self.term_trackers[name].update_state(value)
         self.accuracy.update_state(labels, student_taps["logits"])
         self.top5_accuracy.update_state(labels, student_taps["logits"])
         return {m.name: m.result() for m in self.metrics}
+
+    @staticmethod
+    def _gradients(tape: tf.GradientTape, target: tf.Tensor, variables: list[tf.Variable],
+                   optimizer: keras.optimizers.Optimizer) -> list[tf.Tensor | None]:
+        """d target / d variables; under mixed_float16 (a LossScaleOptimizer) computed at the loss
+        scale, so small float16 gradients do not flush to zero, then unscaled."""
+        if isinstance(optimizer, keras.mixed_precision.LossScaleOptimizer):
+            scale = tf.cast(optimizer.loss_scale, target.dtype)
+            return optimizer.get_unscaled_gradients(tape.gradient(target, variables, output_gradients=scale))
+        return tape.gradient(target, variables)
 
     def _replica_share(self, gradients: list[tf.Tensor | None]) -> list[tf.Tensor | None]:
         """Under MirroredStrategy the optimizer sums the replicas' gradients, each of the mean
@@ -180,8 +196,8 @@ class Distiller(keras.Model):
     def _clipped_gradients(self, tape, supervised, distillation, variables):
         """KD-SVD: per variable, the distillation gradient's norm is capped at the supervised
         gradient's norm times sigmoid(epoch), then the two are added."""
-        supervised_gradients = tape.gradient(supervised, variables)
-        distillation_gradients = tape.gradient(distillation, variables)
+        supervised_gradients = self._gradients(tape, supervised, variables, self.optimizer)
+        distillation_gradients = self._gradients(tape, distillation, variables, self.optimizer)
         ramp = tf.sigmoid(self.epoch)
         combined = []
         for g_supervised, g_distillation in zip(supervised_gradients, distillation_gradients):
@@ -192,7 +208,7 @@ class Distiller(keras.Model):
 
     def test_step(self, data):
         images, labels = data
-        logits = self.student(images, training=False)["logits"]
+        logits = tf.cast(self.student(images, training=False)["logits"], tf.float32)
         self.loss_tracker.update_state(cross_entropy(labels, logits), sample_weight=tf.shape(labels)[0])
         self.accuracy.update_state(labels, logits)
         self.top5_accuracy.update_state(labels, logits)

@@ -35,11 +35,12 @@ class ExportModule(tf.Module):
     def serve_examples(self, examples: tf.Tensor) -> dict[str, tf.Tensor]:
         features = tf.io.parse_example(examples, {"image_raw": tf.io.FixedLenFeature([], tf.string)})
         logits = self.model(data.normalize(data.decode_images(features["image_raw"])), training=False)["logits"]
+        logits = tf.cast(logits, tf.float32)  # a mixed-precision network computes in bfloat16/float16
         return {"logits": logits, "probabilities": tf.nn.softmax(logits)}
 
     @tf.function(input_signature=[tf.TensorSpec([None, *INPUT_SHAPE], tf.float32, name="images")])
     def feature_taps(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
-        return self.model(images, training=False)
+        return {name: tf.cast(tap, tf.float32) for name, tap in self.model(images, training=False).items()}
 
 
 def save(model: keras.Model, export_dir: str) -> None:

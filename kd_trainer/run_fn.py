@@ -19,7 +19,7 @@ from typing import Any, Iterator
 import tensorflow as tf
 import tf_keras as keras
 
-from kd_trainer import data, devices, export, methods, models
+from kd_trainer import data, devices, export, methods, models, precision
 from kd_trainer.checkpoints import CheckpointEachEpoch, EpochCheckpoints, fingerprint
 from kd_trainer.config import TrainerConfig
 from kd_trainer.distiller import Distiller
@@ -131,6 +131,8 @@ class TrainingOutcome:
     history: list[dict[str, Any]]
     divergence: dict[str, Any] | None  # where the objective became NaN/Inf, if it did
     resumed_after_epoch: int  # 0 unless restarted from a checkpoint
+    mixed_precision: str  # the Keras policy the networks computed in (config "auto" resolved here)
+    jit_compile: bool
 
 
 def _stage_checkpoint(distiller: Distiller, method, networks_only: bool = False) -> tf.train.Checkpoint:
@@ -165,7 +167,10 @@ def train(config: TrainerConfig, train_files: list[str], eval_files: list[str], 
     steps_per_epoch = num_train // config.batch_size
     eval_batches = data.evaluation_batches(data.load_records(eval_files), config.eval_batch_size)
 
-    student = models.build_model(config.model, config.weight_decay)
+    policy = precision.resolve_precision(config.mixed_precision)
+    jit_compile = precision.resolve_jit_compile(config.jit_compile)
+    with precision.policy(policy):  # only the networks: connectors and losses stay float32
+        student = models.build_model(config.model, config.weight_decay)
     method = methods.create(config.method, config.method_params) if config.method else None
     teacher, peer = None, None
     if method is not None and method.needs_teacher:
@@ -175,7 +180,8 @@ def train(config: TrainerConfig, train_files: list[str], eval_files: list[str], 
     if method is not None and method.trains_peer:
         if not config.teacher_model:
             raise ValueError(f"method '{config.method}' needs teacher_model (the peer's architecture)")
-        peer = models.build_model(config.teacher_model, config.weight_decay)
+        with precision.policy(policy):
+            peer = models.build_model(config.teacher_model, config.weight_decay)
     distiller = Distiller(student, method=method, teacher=teacher, peer=peer)
 
     resume = checkpoints.latest_progress() if checkpoints is not None else None
@@ -200,9 +206,10 @@ def train(config: TrainerConfig, train_files: list[str], eval_files: list[str], 
             # A fresh optimizer per stage (as the seed); compile retraces train_step for the stage.
             distiller.stage = recorder.stage = stage
             recorder.schedule = schedule
-            distiller.compile(optimizer=_optimizer(config, schedule),
-                              peer_optimizer=_optimizer(config, stage_schedule(config, stage, steps_per_epoch))
-                              if peer is not None else None)
+            distiller.compile(optimizer=precision.optimizer_for(policy, _optimizer(config, schedule)),
+                              peer_optimizer=precision.optimizer_for(policy, _optimizer(
+                                  config, stage_schedule(config, stage, steps_per_epoch))) if peer is not None else None,
+                              jit_compile=jit_compile)
             # Built up front with every variable, so checkpoints have the same shape in every run.
             distiller.optimizer.build(distiller.trainable_student_variables())
             if peer is not None:
@@ -225,7 +232,7 @@ def train(config: TrainerConfig, train_files: list[str], eval_files: list[str], 
             done += epochs
             if monitor.divergence is not None:
                 break
-    return TrainingOutcome(student, recorder.epochs, monitor.divergence, resumed_after)
+    return TrainingOutcome(student, recorder.epochs, monitor.divergence, resumed_after, policy, jit_compile)
 
 
 def write_json(path: str, payload: Any) -> None:
@@ -251,5 +258,6 @@ def run_fn(fn_args) -> None:
     write_json(os.path.join(model_dir, CONFIG_FILE), {
         **config.to_dict(), "code_revision": code_revision(), "num_weights_without_bn": models.count_weights_without_bn(outcome.student),
         "num_parameters": outcome.student.count_params(), "divergence": outcome.divergence,
-        "resumed_after_epoch": outcome.resumed_after_epoch, "distribution_strategy": devices.strategy_name()})
+        "resumed_after_epoch": outcome.resumed_after_epoch, "distribution_strategy": devices.strategy_name(),
+        "resolved_precision": {"mixed_precision": outcome.mixed_precision, "jit_compile": outcome.jit_compile}})
     checkpoints.remove()

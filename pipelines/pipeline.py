@@ -37,7 +37,7 @@ from components.leaderboard import Leaderboard
 from components.trainer import DIVERGED_PROPERTY, KDTrainer
 from kd_trainer import export, methods
 from pipelines import revision
-from pipelines.presets import Preset, to_dict
+from pipelines.presets import Preset, teacher_taps, to_dict
 
 RUN_FN = "kd_trainer.run_fn.run_fn"
 LABEL_KEY = "fine_label"
@@ -151,9 +151,7 @@ def imported_teacher(preset: Preset):
 
     Its Model artifact is marked as trained to the end (the check refuses a diverged one).
     """
-    needed = {method: methods.method_class(method).teacher_taps for method in preset.methods}
-    model_dir = export.check_teacher_model(preset.teacher.import_from, preset.teacher.model,
-                                           {m: taps for m, taps in needed.items() if taps})
+    model_dir = export.check_teacher_model(preset.teacher.import_from, preset.teacher.model, teacher_taps(preset))
     return tfx.dsl.Importer(source_uri=model_dir, artifact_type=tfx.types.standard_artifacts.Model,
                             custom_properties={DIVERGED_PROPERTY: 0}).with_id(TEACHER_IMPORTER)
 

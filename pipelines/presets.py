@@ -15,7 +15,7 @@ import types
 import typing
 from typing import Any
 
-from kd_trainer import methods
+from kd_trainer import export, methods
 from kd_trainer.config import TrainerConfig, TrainingConfig
 from kd_trainer.impressions import ImpressionOptions
 from kd_trainer.models import NUM_CLASSES
@@ -328,7 +328,18 @@ def resolve(name: str, overrides: list[str] | tuple[str, ...] = ()) -> Preset:
     problems = _zero_shot_problems(preset)
     if problems:
         raise PresetError(f"invalid preset '{name}': " + "; ".join(problems))
+    if preset.teacher.import_from:
+        try:
+            export.check_teacher_model(preset.teacher.import_from, preset.teacher.model, teacher_taps(preset))
+        except export.TeacherImportError as error:
+            raise PresetError(f"invalid preset '{name}': {error}") from None
     return preset
+
+
+def teacher_taps(preset: Preset) -> dict[str, tuple[str, ...]]:
+    """{method: the teacher taps it reads} for the preset's methods that read the teacher."""
+    needed = {method: methods.method_class(method).teacher_taps for method in preset.methods}
+    return {method: taps for method, taps in needed.items() if taps}
 
 
 def to_dict(preset: Preset) -> dict[str, Any]:
