@@ -84,7 +84,8 @@ def _signature_outputs(saved_model_dir: str) -> dict[str, tuple[dict, set[str]]]
     from tensorflow.python.saved_model import loader_impl  # the SavedModel proto reader behind tf.saved_model.load
 
     meta_graph = loader_impl.parse_saved_model(saved_model_dir).meta_graphs[0]
-    return {name: (dict(sig.inputs), set(sig.outputs)) for name, sig in meta_graph.signature_def.items()}
+    return {name: (dict(sig.inputs), set(sig.outputs)) for name, sig in meta_graph.signature_def.items()
+            if not name.startswith("__")}  # not TensorFlow's own __saved_model_init_op
 
 
 def check_teacher_model(uri: str, architecture: str, taps_by_method: dict[str, tuple[str, ...]]) -> str:
