@@ -1,4 +1,9 @@
-"""Mixed precision and XLA settings (kd_trainer/precision.py): resolution, and training with them on CPU."""
+"""Mixed precision and XLA settings (kd_trainer/precision.py): resolution, and training with them on CPU;
+oneDNN turned on by `kd`."""
+
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -8,6 +13,7 @@ import tf_keras as keras
 from kd_trainer import methods, models, precision
 from kd_trainer.config import TrainingConfig
 from kd_trainer.distiller import Distiller, cross_entropy
+from conftest import REPO_ROOT
 from pipelines import presets
 
 
@@ -72,3 +78,16 @@ def test_mixed_precision_trains_on_cpu_with_float32_losses(policy):
     assert np.isfinite(history.history["loss"]).all()
     moved = sum(not np.array_equal(b, v.numpy()) for b, v in zip(before, student.trainable_variables))
     assert moved == len(before)
+
+
+@pytest.mark.parametrize("given, expected", [(None, "1"), ("0", "0")])
+def test_kd_turns_on_onednn_before_tensorflow_loads_unless_told_otherwise(given, expected):
+    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    if given is not None:
+        env["TF_ENABLE_ONEDNN_OPTS"] = given
+    probe = ("import sys, os; import pipelines.cli; assert 'tensorflow' in sys.modules; "
+             "print(os.environ['TF_ENABLE_ONEDNN_OPTS'])")
+    result = subprocess.run([sys.executable, "-c", probe], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == expected
