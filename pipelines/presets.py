@@ -18,6 +18,7 @@ from typing import Any
 from kd_trainer import export, methods
 from kd_trainer.config import TrainerConfig, TrainingConfig
 from kd_trainer.impressions import ImpressionOptions
+from kd_trainer.methods.base import INPUT_GRADIENT
 from kd_trainer.models import NUM_CLASSES
 
 
@@ -337,8 +338,10 @@ def resolve(name: str, overrides: list[str] | tuple[str, ...] = ()) -> Preset:
 
 
 def teacher_taps(preset: Preset) -> dict[str, tuple[str, ...]]:
-    """{method: the teacher taps it reads} for the preset's methods that read the teacher."""
-    needed = {method: methods.method_class(method).teacher_taps for method in preset.methods}
+    """{method: the exported teacher taps it reads} for the preset's methods that read the teacher
+    (the input gradient is computed by the training loop, not exported)."""
+    needed = {method: tuple(t for t in methods.method_class(method).teacher_taps if t != INPUT_GRADIENT)
+              for method in preset.methods}
     return {method: taps for method, taps in needed.items() if taps}
 
 

@@ -62,6 +62,13 @@ def test_missing_taps_are_named_per_method(tmp_path):
     assert "'at': ['stage1', 'stage2', 'stage3']" in message and "'fitnet'" in message and "soft_logits" not in message
 
 
+def test_every_seed_method_needs_only_exported_taps(tmp_path):
+    # Jacobian's teacher input gradient is computed by the training loop, not read from the export.
+    taps = ("logits", "embedding", "stage1", "stage2", "stage3", "stage1_preact", "stage2_preact", "stage3_preact")
+    preset = resolve(fake_model_dir(tmp_path, taps=taps))
+    assert "jacobian" in preset.methods and presets.teacher_taps(preset)["jacobian"] == ("stage1", "stage2", "stage3")
+
+
 @pytest.mark.parametrize("kwargs, overrides, expected", [
     ({"role": "baseline"}, [], "found role 'baseline', model 'resnet14'"),
     ({}, ["teacher.model=resnet32"], "expected a teacher of architecture 'resnet32'.*found role 'teacher', model 'resnet14'"),
