@@ -145,9 +145,12 @@ def test_a_change_re_runs_only_the_components_that_run_that_code(tmp_path, tiny_
     teacher_dir = next((output / "kd-smoke" / "root" / "Trainer.teacher" / "model").iterdir())
     assert json.loads((teacher_dir / "trainer_config.json").read_text())["code_revision"] == first_revision
 
-    # The teacher of the first run, imported: only the Importer executes (the students' input is the same artifact).
+    # The teacher of the first run, imported: the Importer finds the same artifact, so no Trainer re-trains.
+    # Evaluator.teacher (and so the Leaderboard) runs once more: its Cond's implicit input is keyed by the
+    # producing node (Importer.teacher instead of Trainer.teacher), which TFX's cache key covers.
     imported = kd_run(f"teacher.import_from={teacher_dir}")
-    assert imported == {"Importer.teacher": "COMPLETE", **{n: "CACHED" for n in everything - {"Trainer.teacher"}}}
+    assert imported == {"Importer.teacher": "CACHED", "Evaluator.teacher": "COMPLETE", "Leaderboard": "COMPLETE",
+                        **{n: "CACHED" for n in everything - {"Trainer.teacher", "Evaluator.teacher", "Leaderboard"}}}
 
     # One method's module: its Trainer, its Evaluator and the Leaderboard execute; nothing else.
     method_revision = commit_append(clone, "kd_trainer/methods/attention.py", "# a change to attention transfer")
