@@ -7,7 +7,13 @@
 ARG BASE_IMAGE=gcr.io/tfx-oss-public/tfx:1.16.0
 FROM ${BASE_IMAGE}
 
+# TF_ENABLE_ONEDNN_OPTS: oneDNN CPU kernels on every CPU (TensorFlow enables them itself only
+# with AVX-512/AMX; docs/benchmarks.md). KD_CODE_REVISION: recorded by every Trainer (the
+# image has no .git): docker build --build-arg KD_CODE_REVISION=$(git describe --always --dirty)
+ARG KD_CODE_REVISION=unknown
 ENV TF_USE_LEGACY_KERAS=1 \
+    TF_ENABLE_ONEDNN_OPTS=1 \
+    KD_CODE_REVISION=${KD_CODE_REVISION} \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1

@@ -5,6 +5,8 @@ PRESET ?= quick
 # The real dataset: ../shared/data on the project's machines, else $KD_CIFAR100_DIR / a download.
 export KD_CIFAR100_DIR ?= $(if $(wildcard ../shared/data/cifar-100-python.tar.gz),$(abspath ../shared/data),)
 export TF_USE_LEGACY_KERAS := 1
+# oneDNN CPU kernels (TensorFlow enables them itself only with AVX-512/AMX): docs/benchmarks.md.
+export TF_ENABLE_ONEDNN_OPTS ?= 1
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .PHONY: setup run test compile-kfp clean

@@ -14,6 +14,7 @@ not measured.
     .venv/bin/python benchmarks/step_time.py --pairs resnet32:resnet8 --steps 20
     .venv/bin/python benchmarks/step_time.py --pairs resnet32:resnet8 --methods kd_svd,rkd --output -
     .venv/bin/python benchmarks/step_time.py --profile --output -   # KD-SVD / RKD breakdown
+    .venv/bin/python benchmarks/step_time.py --device gpu --pairs seed_resnet32:seed_resnet8
 
 Writes the table to docs/benchmarks.md (use --output - to print only).
 """
@@ -35,7 +36,7 @@ from pathlib import Path  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
-from kd_trainer import export, methods, models  # noqa: E402
+from kd_trainer import export, methods, models, precision  # noqa: E402
 from kd_trainer.distiller import Distiller, cross_entropy, with_input_gradient  # noqa: E402
 from kd_trainer.methods.base import INPUT_GRADIENT, MAIN_STAGE  # noqa: E402
 from pipelines.presets import SEED_METHODS  # noqa: E402
@@ -53,7 +54,12 @@ def median_seconds(step, warmup: int, steps: int) -> float:
     return statistics.median(times)
 
 
+# --device: what training.mixed_precision / jit_compile "auto" pick on that device (set in main).
+DEVICE = {"name": "cpu", "mixed_precision": precision.FLOAT32, "jit_compile": False}
+
+
 def train_step_fn(distiller: Distiller, images, labels):
+    distiller.jit_compile = DEVICE["jit_compile"]
     iterator = iter(tf.data.Dataset.from_tensors((images, labels)).repeat())
     train_function = distiller.make_train_function()
     return lambda: {k: v.numpy() for k, v in train_function(iterator).items()}
@@ -212,6 +218,7 @@ def markdown(rows: list[dict], batch: int, rounds: int, steps: int) -> str:
         f"- Date: {datetime.date.today().isoformat()}",
         f"- Machine: {machine()}",
         f"- Code revision: {code_revision()}",
+        f"- Device: {DEVICE['name']}, {DEVICE['mixed_precision']}, XLA {'on' if DEVICE['jit_compile'] else 'off'}",
         f"- Command: `benchmarks/step_time.py` (batch {batch}, median of {rounds} x {steps} steps after warm-up, "
         "timed in turns; compiled Keras train function, input pipeline excluded)",
         "- Floor = plain student step + teacher forward pass on the same batch, except for DML and",
@@ -247,19 +254,29 @@ def main() -> None:
     parser.add_argument("--output", default=str(REPO_ROOT / "docs" / "benchmarks.md"), help="'-' prints only")
     parser.add_argument("--methods", default=",".join(SEED_METHODS), help="comma-separated methods to time")
     parser.add_argument("--profile", action="store_true", help="only the KD-SVD / RKD time breakdown")
+    parser.add_argument("--device", choices=["cpu", "gpu"], default="cpu",
+                        help="cpu: GPUs hidden, float32, no XLA; gpu: the GPU with the mixed precision and XLA that "
+                             "training's 'auto' picks there (kd_trainer/precision.py)")
     args = parser.parse_args()
     method_names = tuple(args.methods.split(","))
-    unknown = sorted(set(method_names) - set(methods.REGISTRY))
+    unknown = sorted(set(method_names) - set(methods.CATALOG))
     if unknown:
-        parser.error(f"--methods: unknown {', '.join(unknown)}; valid: {', '.join(sorted(methods.REGISTRY))}")
+        parser.error(f"--methods: unknown {', '.join(unknown)}; valid: {', '.join(sorted(methods.CATALOG))}")
+    if args.device == "cpu":
+        tf.config.set_visible_devices([], "GPU")
+    elif not tf.config.list_physical_devices("GPU"):
+        parser.error("--device gpu: TensorFlow sees no GPU")
+    DEVICE.update(name=args.device, mixed_precision=precision.resolve_precision(precision.AUTO),
+                  jit_compile=precision.resolve_jit_compile(precision.AUTO))
     rows = []
-    for pair in args.pairs.split(","):
-        teacher_name, student_name = pair.split(":")
-        if args.profile:
-            rows += profile_pair(teacher_name, student_name, args.batch, args.warmup, args.steps)
-        else:
-            rows += benchmark_pair(teacher_name, student_name, args.batch, args.warmup, args.rounds, args.steps,
-                                   method_names)
+    with precision.policy(DEVICE["mixed_precision"]):  # every network (and connector) built below
+        for pair in args.pairs.split(","):
+            teacher_name, student_name = pair.split(":")
+            if args.profile:
+                rows += profile_pair(teacher_name, student_name, args.batch, args.warmup, args.steps)
+            else:
+                rows += benchmark_pair(teacher_name, student_name, args.batch, args.warmup, args.rounds, args.steps,
+                                       method_names)
     table = profile_markdown(rows) if args.profile else markdown(rows, args.batch, args.rounds, args.steps)
     if args.output == "-":
         print(table)

@@ -24,7 +24,7 @@ PROGRESS_FILE = "progress.json"
 
 
 def fingerprint(config: dict[str, Any], train_files: list[str], eval_files: list[str], teacher_dir: str | None) -> str:
-    """Identifies the work of one Trainer (code revision included)."""
+    """Identifies the work of one Trainer (its code fingerprint included)."""
     payload = json.dumps([config, sorted(train_files), sorted(eval_files), teacher_dir or ""], sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
 

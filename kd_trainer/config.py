@@ -8,6 +8,14 @@ from typing import Any, Mapping
 
 from kd_trainer import methods, model_specs
 
+# Numeric precision and XLA of a Trainer's networks (kd_trainer/precision.py applies them; kept here,
+# TensorFlow-free, for configuration checks). "auto": float32 and no XLA on CPU, mixed precision and
+# XLA on GPUs.
+AUTO = "auto"
+FLOAT32, MIXED_BFLOAT16, MIXED_FLOAT16 = "float32", "mixed_bfloat16", "mixed_float16"
+PRECISIONS = (AUTO, FLOAT32, MIXED_BFLOAT16, MIXED_FLOAT16)
+JIT_CHOICES = (AUTO, "on", "off")
+
 ROLES = ("teacher", "baseline", "student")
 # Bounds that catch typos (epochs=10**9) before any component runs; far above any real use.
 MAX_EPOCHS = 1000  # the seed protocol: 100 (+40 init)
@@ -61,6 +69,8 @@ class TrainingConfig:
     weight_decay_scope: str = "all"
     one_crop_per_batch: bool = False
     reset_momentum_between_stages: bool = True
+    mixed_precision: str = AUTO  # kd_trainer/precision.py
+    jit_compile: str = AUTO
 
     def __post_init__(self):
         problems = self.problems()
@@ -90,6 +100,10 @@ class TrainingConfig:
         if self.weight_decay_scope not in model_specs.WEIGHT_DECAY_SCOPES:
             problems.append(f"unknown weight_decay_scope {self.weight_decay_scope!r}; "
                             f"valid: {', '.join(model_specs.WEIGHT_DECAY_SCOPES)}")
+        if self.mixed_precision not in PRECISIONS:
+            problems.append(f"mixed_precision must be one of {list(PRECISIONS)}, got {self.mixed_precision!r}")
+        if self.jit_compile not in JIT_CHOICES:
+            problems.append(f"jit_compile must be one of {list(JIT_CHOICES)}, got {self.jit_compile!r}")
         return problems
 
     def decay_epochs(self) -> list[int]:
@@ -111,7 +125,9 @@ class TrainerConfig(TrainingConfig):
     teacher_model: str = ""  # the teacher's architecture (DML trains a peer of it)
     seed: int = 0
     trial: int = 1
-    code_revision: str = "unknown"
+    # Of the code this Trainer runs (pipelines/revision.py): part of its cache key. The git
+    # revision is not (run_fn records it in trainer_config.json).
+    code_fingerprint: str = ""
 
     def problems(self) -> list[str]:
         problems = super().problems()
@@ -127,8 +143,8 @@ class TrainerConfig(TrainingConfig):
             problems.append(f"unknown method {self.method!r}; valid: {', '.join(sorted(methods.CATALOG))}")
         problems += collect(int_problem("trial", self.trial, 1, MAX_TRIALS),
                             int_problem("seed", self.seed, 0, MAX_SEED))
-        if not isinstance(self.code_revision, str):
-            problems.append(f"code_revision must be a string, got {self.code_revision!r}")
+        if not isinstance(self.code_fingerprint, str):
+            problems.append(f"code_fingerprint must be a string, got {self.code_fingerprint!r}")
         if self.method in methods.CATALOG:
             try:
                 params = methods.catalog.check_params(self.method, self.method_params)

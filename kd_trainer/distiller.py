@@ -37,6 +37,11 @@ def with_input_gradient(network: TeacherFn, images: tf.Tensor, labels: tf.Tensor
     return taps
 
 
+def as_float32(taps: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+    """Taps of a network computing in bfloat16/float16 (mixed precision), cast so every loss is float32."""
+    return {name: tf.cast(value, tf.float32) for name, value in taps.items()}
+
+
 def _add(first: tf.Tensor | None, second: tf.Tensor | None) -> tf.Tensor | None:
     if first is None:
         return second
@@ -119,15 +124,15 @@ class Distiller(keras.Model):
             taps = with_input_gradient(self.teacher, images, labels)
         else:
             taps = dict(self.teacher(images))
-        return {k: tf.stop_gradient(v) for k, v in taps.items()}
+        return {k: tf.stop_gradient(v) for k, v in as_float32(taps).items()}
 
     def _student_taps(self, images, labels) -> dict[str, tf.Tensor]:
         def forward(x):
             return self.student(x, training=True)
 
         if self._wants(self.method.student_taps if self.method else (), INPUT_GRADIENT):
-            return with_input_gradient(forward, images, labels)
-        return dict(forward(images))
+            return as_float32(with_input_gradient(forward, images, labels))
+        return as_float32(forward(images))
 
     def trainable_student_variables(self) -> list[tf.Variable]:
         extra = list(self.method.trainable_variables) if self.method is not None else []
@@ -163,7 +168,7 @@ class Distiller(keras.Model):
                     peer_objective = self._peer_step(images, labels, student_taps["logits"])
                     teacher_taps = self._peer_taps_keeping_statistics(images)
             elif self.peer is not None:
-                teacher_taps = dict(self.peer(images, training=True))
+                teacher_taps = as_float32(self.peer(images, training=True))
             ce = cross_entropy(labels, student_taps["logits"])
             if self.method is None:
                 terms = {"ce": ce}
@@ -180,13 +185,14 @@ class Distiller(keras.Model):
         if clipping and supervised is not None and distillation is not None:
             task_gradients = self._clipped_gradients(tape, supervised, distillation, variables)
         else:
-            task_gradients = tape.gradient(task, variables)
+            task_gradients = self._gradients(tape, task, variables, self.optimizer)
         decay, gradients = self._with_weight_decay(task_gradients, variables, self.student_weight_decay_losses)
         objective = task + decay
         if self.peer is not None and not peer_first:
             peer_variables = self.peer.trainable_variables
-            peer_decay, peer_gradients = self._with_weight_decay(tape.gradient(peer_task, peer_variables),
-                                                                 peer_variables, lambda: self.peer.losses)
+            peer_decay, peer_gradients = self._with_weight_decay(
+                self._gradients(tape, peer_task, peer_variables, self.peer_optimizer), peer_variables,
+                lambda: self.peer.losses)
             peer_objective = peer_task + peer_decay
         self._record_non_finite(objective if self.peer is None else objective + peer_objective)
         # Variables the stage's task terms do not reach get no gradient and do not move.
@@ -212,7 +218,8 @@ class Distiller(keras.Model):
                                                 {"logits": peer_logits}, stage=self.stage)
             peer_task = tf.add_n(list(peer_terms.values()))
         variables = self.peer.trainable_variables
-        decay, gradients = self._with_weight_decay(tape.gradient(peer_task, variables), variables,
+        decay, gradients = self._with_weight_decay(self._gradients(tape, peer_task, variables, self.peer_optimizer),
+                                                   variables,
                                                    lambda: self.peer.losses)
         self.peer_optimizer.apply_gradients(zip(self._replica_share(gradients), variables))
         return peer_task + decay
@@ -223,7 +230,7 @@ class Distiller(keras.Model):
         this forward pass writes are put back."""
         statistics = self.peer.non_trainable_variables
         saved = [tf.identity(variable) for variable in statistics]
-        taps = dict(self.peer(images, training=True))
+        taps = as_float32(self.peer(images, training=True))
         with tf.control_dependencies(list(taps.values())):
             for variable, value in zip(statistics, saved):
                 variable.assign(value)
@@ -249,12 +256,22 @@ class Distiller(keras.Model):
             objective = tf.add_n(list(terms.values()))
         self._record_non_finite(objective)
         variables = list(self.method.trainable_variables)
-        gradients = self._replica_share(tape.gradient(objective, variables))
+        gradients = self._replica_share(self._gradients(tape, objective, variables, self.optimizer))
         self.optimizer.apply_gradients([(g, v) for g, v in zip(gradients, variables) if g is not None])
         self.loss_tracker.update_state(objective)
         for name, value in terms.items():
             self.term_trackers[name].update_state(value)
         return {m.name: m.result() for m in self.metrics}
+
+    @staticmethod
+    def _gradients(tape: tf.GradientTape, target: tf.Tensor, variables: list[tf.Variable],
+                   optimizer: keras.optimizers.Optimizer) -> list[tf.Tensor | None]:
+        """d target / d variables; under mixed_float16 (a LossScaleOptimizer) computed at the loss
+        scale, so small float16 gradients do not flush to zero, then unscaled."""
+        if isinstance(optimizer, keras.mixed_precision.LossScaleOptimizer):
+            scale = tf.cast(optimizer.loss_scale, target.dtype)
+            return optimizer.get_unscaled_gradients(tape.gradient(target, variables, output_gradients=scale))
+        return tape.gradient(target, variables)
 
     def _replica_share(self, gradients: list[tf.Tensor | None]) -> list[tf.Tensor | None]:
         """Under MirroredStrategy the optimizer sums the replicas' gradients, each of the mean
@@ -273,8 +290,8 @@ class Distiller(keras.Model):
         """KD-SVD: per variable, the distillation gradient's norm is capped at the CE
         gradient's norm (weight decay excluded, as in the seed's op_util.py:80) times
         sigmoid(epoch of the stage), then the two are added."""
-        supervised_gradients = tape.gradient(supervised, variables)
-        distillation_gradients = tape.gradient(distillation, variables)
+        supervised_gradients = self._gradients(tape, supervised, variables, self.optimizer)
+        distillation_gradients = self._gradients(tape, distillation, variables, self.optimizer)
         ramp = tf.sigmoid(self.epoch - float(self.stage_first_epoch))
         combined = []
         for g_supervised, g_distillation in zip(supervised_gradients, distillation_gradients):
@@ -285,7 +302,7 @@ class Distiller(keras.Model):
 
     def test_step(self, data):
         images, labels = data
-        logits = self.student(images, training=False)["logits"]
+        logits = tf.cast(self.student(images, training=False)["logits"], tf.float32)
         self.loss_tracker.update_state(cross_entropy(labels, logits), sample_weight=tf.shape(labels)[0])
         self.accuracy.update_state(labels, logits)
         self.top5_accuracy.update_state(labels, logits)

@@ -2,7 +2,8 @@
 
 Outputs in the Model artifact: `Format-Serving/` (the SavedModel, see export.py),
 `history.json` (per-epoch metrics, learning rate, epoch time) and `trainer_config.json`
-(the exact configuration and code revision). TensorBoard logs go to the ModelRun artifact.
+(the exact configuration, the fingerprint of the code it ran, and the git revision read
+when it ran: pipelines/revision.py). TensorBoard logs go to the ModelRun artifact.
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from kd_trainer import data, devices, export, methods, models
+from kd_trainer import data, devices, export, methods, models, precision
 from kd_trainer.checkpoints import CheckpointEachEpoch, EpochCheckpoints, fingerprint
 from kd_trainer.config import TrainerConfig
 from kd_trainer.distiller import Distiller
 from kd_trainer.methods.base import INPUT_GRADIENT, MAIN_STAGE, DistillationMethod, RunInfo
+from pipelines.revision import code_revision
 
 HISTORY_FILE = "history.json"
 CONFIG_FILE = "trainer_config.json"
@@ -140,6 +142,8 @@ class TrainingOutcome:
     history: list[dict[str, Any]]
     divergence: dict[str, Any] | None  # where the objective became NaN/Inf, if it did
     resumed_after_epoch: int  # 0 unless restarted from a checkpoint
+    mixed_precision: str  # the Keras policy the networks computed in (config "auto" resolved here)
+    jit_compile: bool
 
 
 def _stage_checkpoint(distiller: Distiller, method, networks_only: bool = False) -> tf.train.Checkpoint:
@@ -195,7 +199,10 @@ def train(config: TrainerConfig, train_files: list[str], eval_files: list[str], 
         method.prepare(RunInfo(config.epochs, config.seed, example_labels=labels_by_index(
             train_records, num_train, train_files) if method.uses_example_index else None))
 
-    student = models.build_model(config.model, config.weight_decay, weight_decay_scope=config.weight_decay_scope)
+    policy = precision.resolve_precision(config.mixed_precision)
+    jit_compile = precision.resolve_jit_compile(config.jit_compile)
+    with precision.policy(policy):  # only the networks: connectors and losses stay float32
+        student = models.build_model(config.model, config.weight_decay, weight_decay_scope=config.weight_decay_scope)
     teacher, peer = None, None
     if method is not None and method.needs_teacher:
         if not teacher_dir:
@@ -204,7 +211,9 @@ def train(config: TrainerConfig, train_files: list[str], eval_files: list[str], 
     if method is not None and method.trains_peer:
         if not config.teacher_model:
             raise ValueError(f"method '{config.method}' needs teacher_model (the peer's architecture)")
-        peer = models.build_model(config.teacher_model, config.weight_decay, weight_decay_scope=config.weight_decay_scope)
+        with precision.policy(policy):
+            peer = models.build_model(config.teacher_model, config.weight_decay,
+                                      weight_decay_scope=config.weight_decay_scope)
     distiller = Distiller(student, method=method, teacher=teacher, peer=peer,
                           connector_layers=models.layer_factory(config.weight_decay, config.weight_decay_scope),
                           epochs=config.epochs)
@@ -233,9 +242,10 @@ def train(config: TrainerConfig, train_files: list[str], eval_files: list[str], 
             distiller.stage = recorder.stage = stage
             distiller.stage_first_epoch = done
             recorder.schedule = schedule
-            distiller.compile(optimizer=_optimizer(config, schedule),
-                              peer_optimizer=_optimizer(config, stage_schedule(config, stage, steps_per_epoch))
-                              if peer is not None else None)
+            distiller.compile(optimizer=precision.optimizer_for(policy, _optimizer(config, schedule)),
+                              peer_optimizer=precision.optimizer_for(policy, _optimizer(
+                                  config, stage_schedule(config, stage, steps_per_epoch))) if peer is not None else None,
+                              jit_compile=jit_compile)
             # Built up front with every variable, so checkpoints have the same shape in every run.
             distiller.optimizer.build(distiller.trainable_student_variables())
             if previous_optimizer is not None and not config.reset_momentum_between_stages:
@@ -262,7 +272,7 @@ def train(config: TrainerConfig, train_files: list[str], eval_files: list[str], 
             previous_optimizer = distiller.optimizer
             if monitor.divergence is not None:
                 break
-    return TrainingOutcome(student, recorder.epochs, monitor.divergence, resumed_after)
+    return TrainingOutcome(student, recorder.epochs, monitor.divergence, resumed_after, policy, jit_compile)
 
 
 def write_json(path: str, payload: Any) -> None:
@@ -286,7 +296,8 @@ def run_fn(fn_args) -> None:
     model_dir = os.path.dirname(fn_args.serving_model_dir.rstrip("/"))
     write_json(os.path.join(model_dir, HISTORY_FILE), outcome.history)
     write_json(os.path.join(model_dir, CONFIG_FILE), {
-        **config.to_dict(), "num_weights_without_bn": models.count_weights_without_bn(outcome.student),
+        **config.to_dict(), "code_revision": code_revision(), "num_weights_without_bn": models.count_weights_without_bn(outcome.student),
         "num_parameters": outcome.student.count_params(), "divergence": outcome.divergence,
-        "resumed_after_epoch": outcome.resumed_after_epoch, "distribution_strategy": devices.strategy_name()})
+        "resumed_after_epoch": outcome.resumed_after_epoch, "distribution_strategy": devices.strategy_name(),
+        "resolved_precision": {"mixed_precision": outcome.mixed_precision, "jit_compile": outcome.jit_compile}})
     checkpoints.remove()

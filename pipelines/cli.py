@@ -1,5 +1,5 @@
 """`kd`: the benchmark's command line (run a preset locally, compile it for Kubeflow and submit
-it, regenerate a run's report, list presets).
+it, regenerate a run's report, list presets and recorded teachers).
 
 A failing command prints one `kd: error: ...` line (the dataset, configuration or run-folder
 problem, dug out of Beam's wrapping) and writes the full traceback to a log file, or to the
@@ -135,6 +135,68 @@ def _data_upload(args: argparse.Namespace) -> int:
     return 0
 
 
+TEACHER_NODE_SUFFIX = ".Trainer.teacher"
+
+
+def recorded_teachers(metadata_path: Path) -> list[dict]:
+    """Every live teacher Model that a Trainer.teacher recorded in one ML Metadata store, oldest first,
+    with its configuration (trainer_config.json) and validation top-1 (history.json)."""
+    import tensorflow as tf
+    from ml_metadata import metadata_store
+    from ml_metadata.proto import metadata_store_pb2
+    from tfx.orchestration import metadata
+
+    store = metadata_store.MetadataStore(metadata.sqlite_metadata_connection_config(str(metadata_path)))
+    teachers = []
+    for context in store.get_contexts_by_type("node"):
+        if not context.name.endswith(TEACHER_NODE_SUFFIX):
+            continue
+        executions = store.get_executions_by_context(context.id)
+        outputs = sorted({e.artifact_id for e in store.get_events_by_execution_ids([x.id for x in executions])
+                          if e.type == metadata_store_pb2.Event.OUTPUT})
+        for artifact in store.get_artifacts_by_id(outputs):
+            config_path = os.path.join(artifact.uri, "trainer_config.json")
+            if artifact.state != metadata_store_pb2.Artifact.LIVE or not tf.io.gfile.exists(config_path):
+                continue  # not a Model (e.g. the ModelRun), or one whose Trainer did not finish
+            with tf.io.gfile.GFile(config_path) as f:
+                config = json.load(f)
+            with tf.io.gfile.GFile(os.path.join(artifact.uri, "history.json")) as f:
+                curve = [epoch["val_accuracy"] for epoch in json.load(f) if epoch.get("stage", "main") == "main"]
+            teachers.append({"uri": artifact.uri, "pipeline": context.name.removesuffix(TEACHER_NODE_SUFFIX),
+                             "created": time.strftime("%Y-%m-%d %H:%M", time.gmtime(
+                                 artifact.create_time_since_epoch / 1000)),
+                             "last": curve[-1] if curve else None, "best": max(curve) if curve else None,
+                             "config": config})
+    return teachers
+
+
+def _teachers(args: argparse.Namespace) -> int:
+    from pipelines import local_runner
+
+    if args.metadata:
+        stores = [Path(args.metadata)]
+    else:
+        stores = sorted(Path(args.output_dir or local_runner.DEFAULT_OUTPUT_DIR).glob("*/metadata.sqlite"))
+    missing = [str(s) for s in stores if not s.is_file()]
+    if missing or not stores:
+        print(f"kd: error: no ML Metadata store at {', '.join(missing) or f'{args.output_dir or local_runner.DEFAULT_OUTPUT_DIR}/*/metadata.sqlite'}"
+              " (give --metadata or --output-dir)", file=sys.stderr)
+        return 2
+    teachers = [t for store in stores for t in recorded_teachers(store)]
+    if args.json:
+        print(json.dumps(teachers, indent=2, sort_keys=True))
+        return 0
+    print("| Trained (UTC) | Pipeline | Model | Epochs | Val. top-1 last / best | Diverged | Revision | URI |")
+    print("|---|---|---|---|---|---|---|---|")
+    for t in teachers:
+        config, accuracy = t["config"], ("-" if t["last"] is None else f"{t['last']:.4f} / {t['best']:.4f}")
+        print(f"| {t['created']} | {t['pipeline']} | {config['model']} | {config['epochs']} | {accuracy} | "
+              f"{'yes' if config.get('divergence') else 'no'} | {config.get('code_revision', '?')} | {t['uri']} |")
+    print(f"\n{len(teachers)} teacher(s). Reuse one: kd run --set teacher.import_from=URI --set teacher.model=MODEL "
+          "(--json prints every configuration)")
+    return 0
+
+
 def _presets(args: argparse.Namespace) -> int:
     if args.name:
         print(json.dumps(presets.to_dict(presets.resolve(args.name, args.overrides)), indent=2))
@@ -220,6 +282,12 @@ def parser() -> argparse.ArgumentParser:
     report.add_argument("--pipeline-name", help="default: the folder above the pipeline root (kd-<preset>)")
     report.add_argument("--output", help="folder for the report (default: beside the pipeline root, report/)")
     report.set_defaults(handler=_report)
+
+    teachers = commands.add_parser("teachers", help="list the teachers recorded in ML Metadata stores, to reuse one")
+    teachers.add_argument("--metadata", help="one ML Metadata SQLite file (default: every outputs/*/metadata.sqlite)")
+    teachers.add_argument("--output-dir", help="folder of pipeline runs (default ./outputs)")
+    teachers.add_argument("--json", action="store_true", help="print every teacher with its full configuration")
+    teachers.set_defaults(handler=_teachers)
 
     show = commands.add_parser("presets", help="list presets, or print one resolved as JSON")
     show.add_argument("name", nargs="?")

@@ -36,6 +36,7 @@ from tfx.v1.orchestration import experimental as tfx_experimental
 from components.data_impressions import DataImpressions
 from pipelines import cluster_data, presets
 from pipelines.pipeline import PARAMETER_FIELDS, create_pipeline, preset_value, trainer_id
+from pipelines.revision import REVISION_ENV
 
 ResourceSpec = pipeline_spec_pb2.PipelineDeploymentConfig.PipelineContainerSpec.ResourceSpec
 
@@ -275,7 +276,8 @@ def compile_pipeline(preset: presets.Preset, pipeline_root: str, image: str, out
                      enable_cache: bool = True, allow_download: bool = False) -> Compiled:
     """Writes the preset's pipeline as a KFP v2 PipelineSpec YAML file to `output`.
 
-    The pipeline root becomes the spec's default (a run may override it). Node selectors,
+    The pipeline root becomes the spec's default (a run may override it). Every container gets
+    `code_revision` as KD_CODE_REVISION, which Trainers record (the image has no .git). Node selectors,
     which only Kubernetes has, go into a second YAML document (the platform spec that
     kfp-kubernetes writes); the file then stays single-document for Vertex AI without them.
     `allow_download`: accept an empty data.data_dir (the ExampleGen pod downloads CIFAR-100).
@@ -287,7 +289,6 @@ def compile_pipeline(preset: presets.Preset, pipeline_root: str, image: str, out
     name = pipeline_name(preset)
     parameters = runtime_parameters(preset)
     pipeline = create_pipeline(pipeline_name=name, pipeline_root=pipeline_root, preset=preset,
-                               code_revision=code_revision,
                                beam_pipeline_args=_with_image_as_beam_environment(beam_pipeline_args, image),
                                enable_cache=enable_cache, parameters=parameters)
     trainers = [c for c in pipeline.components if isinstance(c, tfx.components.Trainer)]
@@ -310,6 +311,9 @@ def compile_pipeline(preset: presets.Preset, pipeline_root: str, image: str, out
         config=tfx_experimental.KubeflowV2DagRunnerConfig(default_image=image, use_pipeline_spec_2_1=True))
     spec = runner.run(pipeline, write_out=False)["pipelineSpec"]
     spec["defaultPipelineRoot"] = pipeline_root
+    for executor in spec["deploymentSpec"]["executors"].values():
+        if "container" in executor:
+            executor["container"].setdefault("env", []).append({"name": REVISION_ENV, "value": code_revision})
     names = _rename_tasks(spec)
     _share_identical_definitions(spec)
     _compact_json_constants(spec)

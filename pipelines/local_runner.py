@@ -27,7 +27,7 @@ from tfx.orchestration.beam.beam_dag_runner import BeamDagRunner
 
 from pipelines import presets
 from pipelines.pipeline import create_pipeline
-from pipelines.revision import REPO_ROOT, code_revision
+from pipelines.revision import REPO_ROOT
 
 DEFAULT_OUTPUT_DIR = REPO_ROOT / "outputs"
 
@@ -58,7 +58,7 @@ def local_paths(preset: presets.Preset, output_dir: str | os.PathLike | None = N
 def build(preset: presets.Preset, paths: LocalPaths, beam_pipeline_args: list[str] | None = None):
     return create_pipeline(
         pipeline_name=paths.pipeline_name, pipeline_root=str(paths.pipeline_root), preset=preset,
-        code_revision=code_revision(), metadata_connection_config=paths.connection_config(),
+        metadata_connection_config=paths.connection_config(),
         beam_pipeline_args=beam_pipeline_args or ["--direct_num_workers=1", "--direct_running_mode=in_memory"])
 
 

@@ -15,10 +15,19 @@ compared with the baseline student of the same trial (same seed, same data order
 `parameters` (Kubeflow): values or TFX RuntimeParameters, named as in PARAMETER_FIELDS, for
 the fields that do not change the DAG; they replace the preset's values when the
 components run. Without them every value comes from the preset, as in local runs.
+
+With `teacher.import_from`, an Importer (Importer.teacher) replaces Trainer.teacher: the
+students, DataImpressions and Evaluator.teacher read that earlier teacher, checked first.
+
+Cache keys: every component carries the fingerprint of the project code it runs
+(pipelines/revision.py; a Trainer's in its custom_config, others as the `code_fingerprint`
+execution property), never the git revision, so a change to one method's module re-runs
+only that method's Trainers and what reads their models.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any, Mapping
 
@@ -32,13 +41,26 @@ from components.data_impressions import DataImpressions
 from components.evaluator import KDEvaluator
 from components.leaderboard import Leaderboard
 from components.trainer import DIVERGED_PROPERTY, KDTrainer
-from pipelines.presets import Preset, to_dict
+from kd_trainer import export, methods
+from pipelines import revision
+from pipelines.presets import Preset, teacher_taps, to_dict
 
 RUN_FN = "kd_trainer.run_fn.run_fn"
 LABEL_KEY = "fine_label"
 PREDICTION_KEY = "probabilities"
 SLICE_FEATURE = "coarse_label"
 ECE_MODULE, ECE_BINS = "kd_trainer.metrics", 15
+EXAMPLE_GEN_MODULE = "components.cifar_example_gen"
+TRAINER_MODULES = (RUN_FN.rpartition(".")[0], "components.trainer")
+CODE_FINGERPRINT = "code_fingerprint"
+TEACHER_IMPORTER = "Importer.teacher"
+
+
+def keyed_by_code(component, *modules: str):
+    """Adds the fingerprint of the code in `modules` (and what they import) to the component's
+    execution properties, which TFX's cache key covers: changed code re-runs it."""
+    component.exec_properties[CODE_FINGERPRINT] = revision.component_fingerprint(*modules)
+    return component
 
 # Pipeline parameter -> the preset field it sets (fields that leave the DAG unchanged).
 PARAMETER_FIELDS = {
@@ -102,10 +124,17 @@ def eval_config(blessing_margin: float | None) -> tfma.EvalConfig:
     )
 
 
-def _trainer(preset: Preset, examples: BaseChannel, role: str, component_id: str, code_revision: str,
-             parameters: Mapping[str, Any], trial: int = 1, method: str = "",
-             teacher_model: BaseChannel | None = None):
-    config = preset.trainer_config(role, trial=trial, method=method, code_revision=code_revision)
+def trainer_code_fingerprint(method: str = "") -> str:
+    """The training loop, models, data and export; for a student, also its method's module and its imports."""
+    if not method:
+        return revision.component_fingerprint(*TRAINER_MODULES)
+    return revision.method_fingerprint(methods.method_class(method).__module__, *TRAINER_MODULES)
+
+
+def _trainer(preset: Preset, examples: BaseChannel, role: str, component_id: str, parameters: Mapping[str, Any],
+             trial: int = 1, method: str = "", teacher_model: BaseChannel | None = None):
+    config = dataclasses.replace(preset.trainer_config(role, trial=trial, method=method),
+                                 code_fingerprint=trainer_code_fingerprint(method))
     network = "teacher" if role == "teacher" else "student"
     overrides = {field: parameters[f"{network}_{field}"] for field in ("epochs", "learning_rate", "batch_size")
                  if f"{network}_{field}" in parameters}
@@ -115,9 +144,9 @@ def _trainer(preset: Preset, examples: BaseChannel, role: str, component_id: str
     ).with_id(component_id)
 
 
-def trained_to_the_end(trainer) -> placeholder.Predicate:
-    """Whether the Trainer's objective stayed finite (see components/trainer.py)."""
-    return trainer.outputs["model"].future()[0].custom_property(DIVERGED_PROPERTY) == 0
+def trained_to_the_end(model: BaseChannel) -> placeholder.Predicate:
+    """Whether the objective of the model's Trainer stayed finite (see components/trainer.py)."""
+    return model.future()[0].custom_property(DIVERGED_PROPERTY) == 0
 
 
 def _student_examples(preset: Preset, examples: BaseChannel, teacher_model: BaseChannel, data_dir: Any
@@ -131,22 +160,33 @@ def _student_examples(preset: Preset, examples: BaseChannel, teacher_model: Base
     """
     components, by_method = [], {}
     if "zero_shot" in preset.methods:
-        impressions = DataImpressions(model=teacher_model, examples=examples, options=preset.zero_shot,
-                                      seed=preset.seed).with_id("DataImpressions")
+        impressions = keyed_by_code(DataImpressions(model=teacher_model, examples=examples, options=preset.zero_shot,
+                                                    seed=preset.seed).with_id("DataImpressions"),
+                                    "components.data_impressions")
         components.append(impressions)
         by_method["zero_shot"] = impressions.outputs["impressions"]
     if "soft_logits_fewshot" in preset.methods:
         data = preset.data
-        few_shot = CifarExampleGen(
+        few_shot = keyed_by_code(CifarExampleGen(
             data_dir=data_dir, allow_download=data.allow_download, train_per_class=preset.few_shot_per_class(),
             eval_per_class=data.eval_per_class, seed=data.seed, require_official_sizes=data.require_official_sizes,
-        ).with_id("CifarExampleGen.fewshot")
+        ).with_id("CifarExampleGen.fewshot"), EXAMPLE_GEN_MODULE)
         components.append(few_shot)
         by_method["soft_logits_fewshot"] = few_shot.outputs["examples"]
     return components, by_method
 
 
-def create_pipeline(pipeline_name: str, pipeline_root: str, preset: Preset, code_revision: str,
+def imported_teacher(preset: Preset):
+    """An Importer of `teacher.import_from`, checked first (see kd_trainer/export.py: check_teacher_model).
+
+    Its Model artifact is marked as trained to the end (the check refuses a diverged one).
+    """
+    model_dir = export.check_teacher_model(preset.teacher.import_from, preset.teacher.model, teacher_taps(preset))
+    return tfx.dsl.Importer(source_uri=model_dir, artifact_type=tfx.types.standard_artifacts.Model,
+                            custom_properties={DIVERGED_PROPERTY: 0}).with_id(TEACHER_IMPORTER)
+
+
+def create_pipeline(pipeline_name: str, pipeline_root: str, preset: Preset,
                     metadata_connection_config=None, beam_pipeline_args: list[str] | None = None,
                     enable_cache: bool = True, parameters: Mapping[str, Any] | None = None) -> tfx.dsl.Pipeline:
     """Builds the pipeline for `preset`; its structure follows preset.methods and preset.trials."""
@@ -156,38 +196,49 @@ def create_pipeline(pipeline_name: str, pipeline_root: str, preset: Preset, code
         raise ValueError(f"unknown pipeline parameter(s) {unknown}; valid: {sorted(PARAMETER_FIELDS)}")
     data = preset.data
     data_dir = parameters.get("data_dir", data.data_dir)
-    example_gen = CifarExampleGen(
+    example_gen = keyed_by_code(CifarExampleGen(
         data_dir=data_dir, allow_download=data.allow_download, train_per_class=data.train_per_class,
-        eval_per_class=data.eval_per_class, seed=data.seed, require_official_sizes=data.require_official_sizes)
+        eval_per_class=data.eval_per_class, seed=data.seed, require_official_sizes=data.require_official_sizes),
+        EXAMPLE_GEN_MODULE)
     examples = example_gen.outputs["examples"]
-    teacher = _trainer(preset, examples, "teacher", trainer_id("teacher"), code_revision, parameters)
+    if preset.teacher.import_from:
+        teacher = imported_teacher(preset)
+        teacher_model = teacher.outputs["result"]
+        trainers, models = [], [teacher_model]
+    else:
+        teacher = _trainer(preset, examples, "teacher", trainer_id("teacher"), parameters)
+        teacher_model = teacher.outputs["model"]
+        trainers, models = [teacher], []
     # Evaluators run only for models that trained to the end: a diverged one is never blessed.
-    with tfx.dsl.Cond(trained_to_the_end(teacher)):
-        teacher_evaluator = tfx.components.Evaluator(examples=examples, model=teacher.outputs["model"],
-                                                     eval_config=eval_config(None)).with_id(evaluator_id("teacher"))
-    trainers, evaluators = [teacher], [teacher_evaluator]
-    data_components, student_examples = _student_examples(preset, examples, teacher.outputs["model"], data_dir)
+    with tfx.dsl.Cond(trained_to_the_end(teacher_model)):
+        teacher_evaluator = keyed_by_code(tfx.components.Evaluator(
+            examples=examples, model=teacher_model, eval_config=eval_config(None)).with_id(evaluator_id("teacher")),
+            ECE_MODULE)
+    evaluators = [teacher_evaluator]
+    data_components, student_examples = _student_examples(preset, examples, teacher_model, data_dir)
     for trial in range(1, preset.trials + 1):
-        baseline = _trainer(preset, examples, "baseline", trainer_id("baseline", trial), code_revision, parameters,
-                            trial)
+        baseline = _trainer(preset, examples, "baseline", trainer_id("baseline", trial), parameters, trial)
         trainers.append(baseline)
         for method in preset.methods:
             student = _trainer(preset, student_examples.get(method, examples), "student", trainer_id(method, trial),
-                               code_revision, parameters, trial, method=method,
-                               teacher_model=teacher.outputs["model"])
-            with tfx.dsl.Cond(trained_to_the_end(student)), tfx.dsl.Cond(trained_to_the_end(baseline)):
-                evaluators.append(KDEvaluator(
+                               parameters, trial, method=method, teacher_model=teacher_model)
+            with tfx.dsl.Cond(trained_to_the_end(student.outputs["model"])), \
+                    tfx.dsl.Cond(trained_to_the_end(baseline.outputs["model"])):
+                evaluators.append(keyed_by_code(KDEvaluator(
                     examples=examples, model=student.outputs["model"], baseline_model=baseline.outputs["model"],
                     eval_config=eval_config(preset.blessing_margin),
-                    blessing_margin=parameters.get("blessing_margin")).with_id(evaluator_id(method, trial)))
+                    blessing_margin=parameters.get("blessing_margin")).with_id(evaluator_id(method, trial)),
+                    ECE_MODULE, "components.evaluator"))
             trainers.append(student)
-    leaderboard = Leaderboard(
-        models=[t.outputs["model"] for t in trainers],
+    models += [t.outputs["model"] for t in trainers]
+    leaderboard = keyed_by_code(Leaderboard(
+        models=models,
         evaluations=[e.outputs["evaluation"] for e in evaluators],
         blessings=[e.outputs["blessing"] for e in evaluators],
         configuration=json.dumps(to_dict(preset), sort_keys=True),
-        title=f"KD benchmark, preset '{preset.name}'")
-    components = [example_gen, *data_components, *trainers, *evaluators, leaderboard]
+        title=f"KD benchmark, preset '{preset.name}'"), "components.leaderboard")
+    importers = [teacher] if preset.teacher.import_from else []
+    components = [example_gen, *importers, *data_components, *trainers, *evaluators, leaderboard]
     return tfx.dsl.Pipeline(
         pipeline_name=pipeline_name,
         pipeline_root=pipeline_root,

@@ -85,6 +85,15 @@ TRAIN_IMAGES_PER_CLASS = 500  # CIFAR-100's official training split
 
 
 @dataclasses.dataclass(frozen=True)
+class TeacherConfig(TrainingConfig):
+    """The teacher's training, or (`import_from`) a teacher trained before: the Model artifact
+    folder of an earlier run, or its `Format-Serving` SavedModel, local or on object storage
+    (gs://, s3://). An imported teacher replaces Trainer.teacher; `model` must name its architecture."""
+
+    import_from: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
 class ZeroShotConfig(ImpressionOptions):
     """Zero-shot KD (methods `zero_shot` and `soft_logits_fewshot`): the DataImpressions
     options (kd_trainer/impressions.py; defaults: the paper's) and the real-data budget of
@@ -107,7 +116,7 @@ class Preset:
     name: str
     description: str
     data: DataConfig
-    teacher: TrainingConfig
+    teacher: TeacherConfig
     student: TrainingConfig  # used by the baseline student and every distilled student
     methods: tuple[str, ...] = ("soft_logits",)
     # Methods the preset's protocol also covers that it does not run unless asked
@@ -136,13 +145,13 @@ class Preset:
             return dataclasses.replace(self.student, learning_rate=self.mobile_student_learning_rate)
         return self.student
 
-    def trainer_config(self, role: str, trial: int = 1, method: str = "", code_revision: str = "unknown") -> TrainerConfig:
+    def trainer_config(self, role: str, trial: int = 1, method: str = "") -> TrainerConfig:
         """The TrainerConfig of one Trainer of this preset (trials get consecutive seeds)."""
         training = self.teacher if role == "teacher" else self.student_training()
         return TrainerConfig(role=role, method=method, method_params=self.method_params.get(method, {}),
                              teacher_model=self.teacher.model if role == "student" else "",
-                             seed=self.seed + trial - 1, trial=trial, code_revision=code_revision,
-                             **dataclasses.asdict(training))
+                             seed=self.seed + trial - 1, trial=trial,
+                             **{f.name: getattr(training, f.name) for f in dataclasses.fields(TrainingConfig)})
 
     def few_shot_per_class(self) -> int:
         """Real training images per class of the `soft_logits_fewshot` student."""
@@ -285,7 +294,7 @@ PRESETS: dict[str, Preset] = {
             name="smoke",
             description="A few hundred images, 1 epoch, tiny nets: the whole pipeline in minutes (tests).",
             data=DataConfig(train_per_class=3, eval_per_class=1),
-            teacher=TrainingConfig(model="resnet14", epochs=1, batch_size=64, weight_decay_scope=KERNELS_ONLY),
+            teacher=TeacherConfig(model="resnet14", epochs=1, batch_size=64, weight_decay_scope=KERNELS_ONLY),
             student=TrainingConfig(model="resnet8", epochs=1, batch_size=64, weight_decay_scope=KERNELS_ONLY),
             methods=SEED_METHODS,
             method_params={**ONE_EPOCH_INIT, **OUR_CONVENTIONS},
@@ -295,7 +304,7 @@ PRESETS: dict[str, Preset] = {
             description=("Real CIFAR-100 on 2 CPU cores: standard resnet32 -> resnet8, 250 training images "
                          "per class, the full test set, a short step schedule (lr x0.1 at 50% and 75%)."),
             data=DataConfig(train_per_class=250),
-            teacher=TrainingConfig(model="resnet32", epochs=10, lr_decay_at=(0.5, 0.75),
+            teacher=TeacherConfig(model="resnet32", epochs=10, lr_decay_at=(0.5, 0.75),
                                    weight_decay_scope=KERNELS_ONLY),
             student=TrainingConfig(model="resnet8", epochs=4, lr_decay_at=(0.5, 0.75), weight_decay_scope=KERNELS_ONLY),
             methods=SEED_METHODS,
@@ -305,7 +314,7 @@ PRESETS: dict[str, Preset] = {
             name="seed",
             description="The seed project's protocol: wide ResNet32 -> ResNet8, 100 epochs, 5 trials (GPU).",
             data=DataConfig(),
-            teacher=TrainingConfig(model="seed_resnet32", epochs=100, weight_decay_scope="all"),
+            teacher=TeacherConfig(model="seed_resnet32", epochs=100, weight_decay_scope="all"),
             student=TrainingConfig(model="seed_resnet8", epochs=100, weight_decay_scope="all"),
             methods=SEED_METHODS,
             method_params=SEED_CONVENTIONS,
@@ -320,7 +329,7 @@ PRESETS: dict[str, Preset] = {
                          "SGD momentum 0.9 lr 0.05 x0.1 at 150/180/210, 5 trials (GPU); any CRD-zoo pair "
                          "with --set teacher.model=... student.model=..."),
             data=DataConfig(),
-            teacher=TrainingConfig(model="resnet32x4", **CRD_TRAINING),
+            teacher=TeacherConfig(model="resnet32x4", **CRD_TRAINING),
             student=TrainingConfig(model="resnet8x4", **CRD_TRAINING),
             methods=CRD_METHODS,
             method_params=CRD_METHOD_PARAMS,
@@ -335,7 +344,7 @@ PRESETS: dict[str, Preset] = {
                          "2,500 data impressions (60 iterations) -> resnet8, against Soft-logits on 2,500 real "
                          "images (10%) and the baseline on all 25,000."),
             data=DataConfig(train_per_class=250),
-            teacher=TrainingConfig(model="resnet20", epochs=6, lr_decay_at=(0.5, 0.75), weight_decay_scope=KERNELS_ONLY),
+            teacher=TeacherConfig(model="resnet20", epochs=6, lr_decay_at=(0.5, 0.75), weight_decay_scope=KERNELS_ONLY),
             student=TrainingConfig(model="resnet8", epochs=15, lr_decay_at=(0.5, 0.75), weight_decay_scope=KERNELS_ONLY),
             methods=ZERO_SHOT_METHODS,
             zero_shot=ZeroShotConfig(num_impressions=2500, iterations=60, learning_rate=0.05, batch_size=250,
@@ -429,7 +438,24 @@ def resolve(name: str, overrides: list[str] | tuple[str, ...] = ()) -> Preset:
     problems = _cross_field_problems(preset) + _pair_problems(preset)
     if problems:
         raise PresetError(f"invalid preset '{name}': " + "; ".join(problems))
+    if preset.teacher.import_from:
+        from kd_trainer import export  # TensorFlow: only when a teacher is imported
+
+        try:
+            export.check_teacher_model(preset.teacher.import_from, preset.teacher.model, teacher_taps(preset))
+        except export.TeacherImportError as error:
+            raise PresetError(f"invalid preset '{name}': {error}") from None
     return preset
+
+
+def teacher_taps(preset: Preset) -> dict[str, tuple[str, ...]]:
+    """{method: the exported teacher taps it reads} for the preset's methods that read the teacher
+    (the input gradient is computed by the training loop, not exported)."""
+    from kd_trainer.methods.base import INPUT_GRADIENT  # TensorFlow: only when a teacher is imported
+
+    needed = {method: tuple(t for t in methods.method_class(method).teacher_taps if t != INPUT_GRADIENT)
+              for method in preset.methods}
+    return {method: taps for method, taps in needed.items() if taps}
 
 
 def to_dict(preset: Preset) -> dict[str, Any]:

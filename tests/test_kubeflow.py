@@ -128,8 +128,11 @@ def test_image_arguments_and_gpu_requests(seed):
     assert parameters["run_fn"]["runtimeValue"]["constant"] == RUN_FN
     config = json.loads(parameters["custom_config"]["runtimeValue"]["constant"])
     assert (config["role"], config["method"], config["trial"], config["model"], config["teacher_model"],
-            config["epochs"], config["code_revision"]) == ("student", "fitnet", 2, "seed_resnet8", "seed_resnet32",
-                                                           100, REVISION)
+            config["epochs"]) == ("student", "fitnet", 2, "seed_resnet8", "seed_resnet32", 100)
+    assert len(config["code_fingerprint"]) == 16 and "code_revision" not in config
+    executors = seed.spec["deploymentSpec"]["executors"].values()
+    assert all({"name": "KD_CODE_REVISION", "value": REVISION} in e["container"]["env"]
+               for e in executors if "container" in e)
     eval_config = seed.tasks["evaluator-at-trial1"]["inputs"]["parameters"]["eval_config"]["runtimeValue"]
     assert json.loads(eval_config["constant"])["metrics_specs"][0]["metrics"][-1]["module"] == "kd_trainer.metrics"
 

@@ -136,7 +136,7 @@ def test_report_command_regenerates_the_leaderboard(smoke_run, capsys, tmp_path)
 
 def test_structure_follows_methods_and_trials(tmp_path):
     preset = presets.resolve("smoke", ["trials=3", "methods=soft_logits,fitnet"])
-    pipeline = create_pipeline("p", str(tmp_path), preset, code_revision="test")
+    pipeline = create_pipeline("p", str(tmp_path), preset)
     ids = [c.id for c in pipeline.components]
     assert ids.count("Trainer.teacher") == 1
     for trial in (1, 2, 3):

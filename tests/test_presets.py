@@ -33,8 +33,8 @@ def test_overrides_parse_json_and_dotted_paths():
     assert preset.student.epochs == 3 and preset.data.train_per_class is None and preset.trials == 2
     assert preset.student.learning_rate == 1.0 and preset.methods == ("soft_logits",)
     assert preset.method_params["soft_logits"] == {"temperature": 4}
-    config = preset.trainer_config("student", trial=2, method="soft_logits", code_revision="abc")
-    assert (config.seed, config.trial, config.method_params, config.code_revision) == (1, 2, {"temperature": 4}, "abc")
+    config = preset.trainer_config("student", trial=2, method="soft_logits")
+    assert (config.seed, config.trial, config.method_params) == (1, 2, {"temperature": 4})
 
 
 @pytest.mark.parametrize("overrides, message", [

@@ -336,7 +336,7 @@ def test_invalid_zero_shot_overrides_name_the_option(overrides, message):
 
 def test_pipeline_feeds_impressions_and_few_shot_examples_to_their_students(tmp_path):
     preset = presets.resolve("zero_shot", ["trials=2", "methods=zero_shot,soft_logits_fewshot,soft_logits"])
-    components = {c.id: c for c in create_pipeline("p", str(tmp_path), preset, code_revision="test").components}
+    components = {c.id: c for c in create_pipeline("p", str(tmp_path), preset).components}
     impressions_gen = components["DataImpressions"]
     assert impressions_gen.inputs["model"].producer_component_id == "Trainer.teacher"
     assert impressions_gen.inputs["examples"].producer_component_id == "CifarExampleGen"
@@ -350,5 +350,5 @@ def test_pipeline_feeds_impressions_and_few_shot_examples_to_their_students(tmp_
         for method in producers:  # every student is evaluated on the real test set
             assert components[f"Evaluator.{method}_trial{trial}"].inputs["examples"].producer_component_id \
                 == "CifarExampleGen"
-    quick = create_pipeline("q", str(tmp_path), presets.resolve("quick"), code_revision="test").components
+    quick = create_pipeline("q", str(tmp_path), presets.resolve("quick")).components
     assert not {"DataImpressions", "CifarExampleGen.fewshot"} & {c.id for c in quick}
