@@ -50,15 +50,28 @@ def unfinished_run_reason(pipeline_root: Path, metadata_path: Path) -> str | Non
     return None
 
 
+# Server extensions of the venv that the classic front-end does not use; off, the server starts sooner.
+UNUSED_SERVER_EXTENSIONS = ("jupyterlab", "jupyter_lsp", "notebook", "jupyter_server_terminals")
+
+
+def notebook_url_path(name: str) -> str:
+    """Where nbclassic serves a notebook of its root folder (under /nbclassic beside Notebook 7)."""
+    from nbclassic import nbclassic_path
+    return f"{nbclassic_path()}/notebooks/{name}"
+
+
 def server_command(notebook_dir: Path, *, ip: str = "127.0.0.1", port: int | None = None,
                    token: str | None = None, open_browser: bool = True) -> list[str]:
     """The nbclassic server for the notebooks in notebook_dir, with this interpreter's kernel."""
     command = [sys.executable, "-m", "nbclassic", f"--ServerApp.root_dir={notebook_dir}", f"--ServerApp.ip={ip}",
-               f"--ServerApp.open_browser={open_browser}"]
+               f"--ServerApp.open_browser={open_browser}",
+               *(f"--ServerApp.jpserver_extensions={name}=False" for name in UNUSED_SERVER_EXTENSIONS)]
     if port is not None:
         command += [f"--ServerApp.port={port}", "--ServerApp.port_retries=0"]
     if token is not None:
         command.append(f"--IdentityProvider.token={token}")
+    if os.geteuid() == 0:  # containers and CI run as root, where Jupyter refuses to start without this
+        command.append("--ServerApp.allow_root=True")
     return command
 
 
@@ -79,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.update(KD_PIPELINE_ROOT=str(pipeline_root), KD_METADATA=str(metadata_path))  # read by the kernel
     print(f"make notebook: {NOTEBOOK.relative_to(REPO_ROOT)} on the run at {pipeline_root.parent}; "
           f"run all its cells (Cell > Run All)", flush=True)
-    command = [*server_command(NOTEBOOK.parent, open_browser=not args.no_browser), str(NOTEBOOK)]
+    command = [*server_command(NOTEBOOK.parent, open_browser=not args.no_browser),
+               f"--NotebookApp.default_url={notebook_url_path(NOTEBOOK.name)}"]
     os.execv(command[0], command)  # replaces this process: Ctrl-C stops the server
 
 

@@ -1,0 +1,145 @@
+"""What a person sees, in headless Chromium: TFMA's views in `make notebook`'s Jupyter, and the HTML report.
+
+Both read the session's smoke run (conftest's smoke_first_run); screenshots go to each test's tmp folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+import browser
+from conftest import SmokeRun
+from components import leaderboard
+from pipelines import notebook, results
+
+SERVER_START_TIMEOUT_S = 90
+NOTEBOOK_RUN_TIMEOUT_S = 240
+VIEW_TIMEOUT_S = 60
+
+# document.querySelectorAll through every open shadow root (TFMA's views are Polymer elements).
+DEEP_QUERY = """
+function deepQueryAll(selector, root) {
+  root = root || document;
+  var found = Array.from(root.querySelectorAll(selector));
+  root.querySelectorAll("*").forEach(function (element) {
+    if (element.shadowRoot) { found = found.concat(deepQueryAll(selector, element.shadowRoot)); }
+  });
+  return found;
+}
+"""
+
+
+@pytest.fixture
+def chromium(tmp_path) -> browser.Browser:
+    if browser.chromium_path() is None:
+        pytest.skip(f"no {browser.CHROMIUM} on the PATH and scripts/setup-browser.sh could not install it "
+                    "(it needs root and apt-get); install Debian's chromium or set KD_CHROMIUM")
+    with browser.Browser(tmp_path / "chromium-profile") as opened:
+        yield opened
+
+
+def _free_loopback_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def jupyter(smoke_first_run: SmokeRun, tmp_path) -> tuple[str, Path]:
+    """`make notebook`'s server on loopback with a token, serving a copy of the notebook; (address, copy)."""
+    paths = smoke_first_run.paths
+    assert notebook.unfinished_run_reason(paths.pipeline_root, paths.metadata_path) is None
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    copy = Path(shutil.copy(notebook.NOTEBOOK, folder))  # the browser saves into it, never into the repository
+    env = {**os.environ, "KD_PIPELINE_ROOT": str(paths.pipeline_root), "KD_METADATA": str(paths.metadata_path),
+           "JUPYTER_CONFIG_DIR": str(tmp_path / "config"), "JUPYTER_DATA_DIR": str(tmp_path / "data"),
+           "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"), "IPYTHONDIR": str(tmp_path / "ipython")}
+    env.pop("KD_STUDENT", None)
+    port, token = _free_loopback_port(), secrets.token_hex(16)
+    log = tmp_path / "jupyter.log"
+    with log.open("w") as output:
+        server = subprocess.Popen(notebook.server_command(folder, ip="127.0.0.1", port=port, token=token,
+                                                          open_browser=False),
+                                  env=env, stdout=output, stderr=subprocess.STDOUT)
+    address = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+        while True:
+            if server.poll() is not None:
+                pytest.fail(f"the Jupyter server exited with {server.returncode}:\n{log.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"{address}/api/status?token={token}", timeout=5):
+                    break
+            except (urllib.error.URLError, ConnectionError):
+                if time.monotonic() > deadline:
+                    pytest.fail(f"the Jupyter server did not answer within {SERVER_START_TIMEOUT_S} s:\n"
+                                f"{log.read_text()[-3000:]}")
+                time.sleep(1)
+        with pytest.raises(urllib.error.HTTPError, match="403"):  # the token is required
+            urllib.request.urlopen(f"{address}/api/contents", timeout=5)
+        yield f"{address}{notebook.notebook_url_path(copy.name)}?token={token}", copy
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(timeout=20)
+
+
+def test_tfma_views_render_in_the_classic_notebook(jupyter, chromium, smoke_first_run, tmp_path):
+    address, _ = jupyter
+    chromium.navigate(address)
+    chromium.wait_for("window.Jupyter && Jupyter.notebook && Jupyter.notebook.kernel"
+                      " && Jupyter.notebook.kernel.is_connected()", SERVER_START_TIMEOUT_S, "the kernel")
+    chromium.evaluate("Jupyter.notebook.clear_all_output(); Jupyter.notebook.execute_all_cells()")
+    chromium.wait_for("Jupyter.notebook.get_cells().filter(c => c.cell_type === 'code')"
+                      ".every(c => typeof c.input_prompt_number === 'number')",
+                      NOTEBOOK_RUN_TIMEOUT_S, "every cell to run")
+    errors = chromium.evaluate("Jupyter.notebook.get_cells().flatMap(c => c.output_area ? c.output_area.outputs : [])"
+                               ".filter(o => o.output_type === 'error').map(o => o.ename + ': ' + o.evalue)")
+    assert not errors, errors
+    superclasses = chromium.wait_for(DEEP_QUERY + """
+      (function () {
+        var views = deepQueryAll("tfma-nb-slicing-metrics");
+        return views.length === 1 && views[0].data && views[0].data.length ? views[0].data.length : 0;
+      })()""", VIEW_TIMEOUT_S, "the slicing-metrics view")
+    chromium.screenshot(tmp_path / "notebook.png")
+    raise AssertionError(superclasses)
+
+
+def test_report_renders_with_every_image_and_table(smoke_first_run, chromium, tmp_path):
+    paths = smoke_first_run.paths
+    board = Path(results.leaderboard_dir(results.latest_artifacts(paths.connection_config(), paths.pipeline_name)))
+    chromium.navigate((board / "report.html").as_uri())
+    images = chromium.evaluate("Array.from(document.images).map(i => i.complete && i.naturalWidth > 0)")
+    assert images == [True] * 3
+    rows = json.loads((board / "leaderboard.json").read_text())["rows"]
+    counts = chromium.evaluate("Array.from(document.querySelectorAll('table')).map(t => t.tBodies[0].rows.length)")
+    students = [m for m in smoke_first_run.preset.methods] * smoke_first_run.preset.trials
+    assert counts == [len(rows), len(students) * len(leaderboard.COARSE_LABEL_NAMES)]
+
+    column = "Array.from(document.querySelectorAll('#superclass-table tbody tr')).filter(r => !r.hidden)" \
+             ".map(r => Number(r.cells[4].dataset.sort))"  # top-1
+    chromium.evaluate("document.querySelectorAll('#superclass-table th')[4].click()")
+    ascending = chromium.evaluate(column)
+    assert ascending == sorted(ascending)
+    chromium.evaluate("document.querySelectorAll('#superclass-table th')[4].click()")
+    assert chromium.evaluate(column) == sorted(ascending, reverse=True)
+    chromium.evaluate("var s = document.querySelector('select.superclass-filter'); s.selectedIndex = 1;"
+                      "s.dispatchEvent(new Event('change'))")
+    assert len(chromium.evaluate(column)) == len(leaderboard.COARSE_LABEL_NAMES)
+    chromium.screenshot(tmp_path / "report.png")
+    assert not chromium.console_errors, chromium.console_errors
