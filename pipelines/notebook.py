@@ -32,6 +32,7 @@ def unfinished_run_reason(pipeline_root: Path, metadata_path: Path) -> str | Non
     from tfx.orchestration import metadata
 
     from pipelines import results
+    from pipelines.pipeline import evaluator_id
 
     if not metadata_path.is_file():
         return f"there is no ML Metadata store at {metadata_path}"
@@ -40,9 +41,9 @@ def unfinished_run_reason(pipeline_root: Path, metadata_path: Path) -> str | Non
                                          pipeline_name)
     if not artifacts:
         return f"{metadata_path} records no component of the pipeline {pipeline_name}"
-    if not any(component.startswith("Evaluator.") and "ModelEvaluation" in outputs
-               for component, outputs in artifacts.items()):
-        return f"{pipeline_name} has no Evaluator output yet"
+    if not any(component.startswith("Evaluator.") and component != evaluator_id("teacher")
+               and "ModelEvaluation" in outputs for component, outputs in artifacts.items()):
+        return f"{pipeline_name} has no student evaluation yet"
     try:
         results.leaderboard_dir(artifacts)
     except ValueError as error:
