@@ -4,7 +4,8 @@ TFMA 0.47 ships the front-end of its slicing-metrics and model-comparison views 
 Notebook extension only (an ipywidgets 7 module loaded by requirejs); JupyterLab 4 and Notebook 7
 show a placeholder instead. nbclassic serves that front-end on the same Jupyter Server as Lab;
 Notebook 6 itself cannot be installed beside ipykernel 7 (it needs jupyter_client < 8).
-scripts/setup.sh enables TFMA's extension in the virtual environment.
+scripts/setup.sh enables TFMA's extension in the virtual environment, with notebooks/nbextensions/kd_tfma_widgets,
+which lets ipywidgets 7.8's front-end construct TFMA's widget classes.
 
 It checks the run first, so a missing run is explained here rather than as a traceback in a cell.
 """
