@@ -138,7 +138,7 @@ def test_tfma_views_render_in_the_classic_notebook(jupyter, chromium, smoke_firs
     students = sorted(c.removeprefix("Evaluator.") for c in artifacts if c.startswith("Evaluator.")
                       and c != "Evaluator.teacher")
     evaluation = artifacts[f"Evaluator.{students[0]}"]["ModelEvaluation"].uri
-    superclasses = sorted(int(key[0][1]) for key, _ in tfma.load_eval_result(evaluation, "candidate").slicing_metrics
+    superclasses = sorted(int(key[0][1]) for key, _ in tfma.load_eval_result(evaluation, model_name="candidate").slicing_metrics
                           if key and key[0][0] == leaderboard.SLICE_FEATURE)
 
     slicing = view_table(chromium, "tfma-nb-slicing-metrics")  # one row per superclass present
