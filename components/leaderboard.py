@@ -354,8 +354,9 @@ def html_report(title: str, rows: list[dict], plots: dict[str, bytes], configura
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:75em}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:right}}td:first-child{{text-align:left}}
-img{{max-width:100%}}th[aria-sort=ascending]::after{{content:" \\25B2"}}th[aria-sort=descending]::after{{content:" \\25BC"}}
-table.sortable th{{cursor:pointer}}#superclass-table td:nth-child(3){{text-align:left}}pre{{background:#f4f4f4;padding:1em;overflow:auto}}</style></head>
+img{{max-width:100%}}table.sortable th{{cursor:pointer}}#superclass-table td:nth-child(3){{text-align:left}}
+th[aria-sort=ascending]::after{{content:" \\25B2"}}th[aria-sort=descending]::after{{content:" \\25BC"}}
+pre{{background:#f4f4f4;padding:1em;overflow:auto}}</style></head>
 <body><h1>{html.escape(title)}</h1>
 <p>Code revision: <code>{html.escape(", ".join(revisions))}</code>. Last / Best: validation top-1
 accuracy after the final epoch / maximum over the main stage's epochs; mean +- std over trials.

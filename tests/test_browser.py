@@ -111,8 +111,8 @@ VIEW_TABLE = DEEP_QUERY + """
   if (tables.length !== 1 || !tables[0].data || !tables[0].data.readyToRender()) { return null; }
   var table = tables[0];
   var drawn = table.tableReady_ ? deepQueryAll("tbody tr", table.shadowRoot).length : null;
-  return {widgetData: views[0].data.length, rows: table.data.getDataTable().map(function (row) { return String(row[0]); }),
-          drawn: drawn};
+  var rows = table.data.getDataTable().map(function (row) { return String(row[0]); });
+  return {widgetData: views[0].data.length, rows: rows, drawn: drawn};
 })"""
 
 
@@ -138,7 +138,8 @@ def test_tfma_views_render_in_the_classic_notebook(jupyter, chromium, smoke_firs
     students = sorted(c.removeprefix("Evaluator.") for c in artifacts if c.startswith("Evaluator.")
                       and c != "Evaluator.teacher")
     evaluation = artifacts[f"Evaluator.{students[0]}"]["ModelEvaluation"].uri
-    superclasses = sorted(int(key[0][1]) for key, _ in tfma.load_eval_result(evaluation, model_name="candidate").slicing_metrics
+    candidate = tfma.load_eval_result(evaluation, model_name="candidate")
+    superclasses = sorted(int(key[0][1]) for key, _ in candidate.slicing_metrics
                           if key and key[0][0] == leaderboard.SLICE_FEATURE)
 
     slicing = view_table(chromium, "tfma-nb-slicing-metrics")  # one row per superclass present
