@@ -9,7 +9,7 @@ export TF_USE_LEGACY_KERAS := 1
 export TF_ENABLE_ONEDNN_OPTS ?= 1
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: setup run test compile-kfp clean
+.PHONY: setup browser run notebook test compile-kfp clean
 
 setup:
 	@bash scripts/setup.sh
@@ -17,7 +17,15 @@ setup:
 run: setup  ## the main job: the pipeline on the $(PRESET) preset (make run PRESET=smoke)
 	$(VENV)/bin/kd run --preset $(PRESET) $(ARGS)
 
-test: setup  ## the whole test suite
+# Headless Chromium for the browser tests (tests/test_browser.py): apt-get where it can, else they skip and say why.
+browser:
+	@bash scripts/setup-browser.sh
+
+# notebooks/tfma_results.ipynb with TFMA's views, in nbclassic, on the $(PRESET) run (outputs/kd-$(PRESET)/)
+notebook: setup  ## TFMA's views of a finished run in Jupyter (make notebook PRESET=smoke)
+	$(VENV)/bin/python -m pipelines.notebook --preset $(PRESET) $(ARGS)
+
+test: setup browser  ## the whole test suite
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 # make compile-kfp PRESET=seed IMAGE=REGISTRY/kd-benchmark:TAG PIPELINE_ROOT=gs://BUCKET/kd (docs/kubeflow.md)

@@ -50,6 +50,9 @@ CROSS_ENTROPY = "sparse_categorical_crossentropy"
 CALIBRATION_ERROR = "expected_calibration_error"
 SLICE_FEATURE = "coarse_label"
 TEACHER, BASELINE = "Teacher", "Student (baseline)"
+# A record's per-superclass metrics: its key -> TFMA's metric name.
+SUPERCLASS_METRICS = {"top1": ACCURACY, "top5": TOP5, "cross_entropy": CROSS_ENTROPY, "ece": CALIBRATION_ERROR,
+                      "examples": "example_count"}
 
 
 class LeaderboardArtifact(types.Artifact):
@@ -73,8 +76,9 @@ def _model_dir(serving_dir: str) -> str:
     return os.path.dirname(serving_dir.rstrip("/"))
 
 
-def _sliced_accuracies(evaluation_uri: str, model_name: str | None) -> tuple[dict[str, float], dict[int, float]]:
-    """(overall metrics, {superclass: top-1 accuracy}) of one model in one evaluation."""
+def _sliced_metrics(evaluation_uri: str, model_name: str | None
+                    ) -> tuple[dict[str, float], dict[int, dict[str, float]]]:
+    """(overall metrics, {superclass: its metrics}) of one model in one evaluation."""
     result = tfma.load_eval_result(evaluation_uri, model_name=model_name)
     overall, superclasses = {}, {}
     for slice_key, metrics in result.slicing_metrics:
@@ -82,7 +86,7 @@ def _sliced_accuracies(evaluation_uri: str, model_name: str | None) -> tuple[dic
         if slice_key == ():
             overall = values
         elif len(slice_key) == 1 and slice_key[0][0] == SLICE_FEATURE:
-            superclasses[int(slice_key[0][1])] = values[ACCURACY]
+            superclasses[int(slice_key[0][1])] = values
     return overall, superclasses
 
 
@@ -122,11 +126,13 @@ def collect_records(evaluation_uris: list[str], blessings: dict[str, bool], mode
                 raise ValueError(f"{evaluation}: evaluated model {model_uri} is not among the Leaderboard's inputs")
             if model_uri in records:
                 continue
-            overall, superclasses = _sliced_accuracies(evaluation, name or None)
+            overall, superclasses = _sliced_metrics(evaluation, name or None)
             record = _trained_record(model_uri)
             record.update(model_uri=model_uri, evaluation_uri=evaluation, top1=overall[ACCURACY], top5=overall[TOP5],
                           cross_entropy=overall[CROSS_ENTROPY], ece=overall[CALIBRATION_ERROR],
-                          superclass_top1=superclasses)
+                          superclass_top1={k: v[ACCURACY] for k, v in superclasses.items()},
+                          superclass_metrics={k: {key: v[name] for key, name in SUPERCLASS_METRICS.items()}
+                                              for k, v in superclasses.items()})
             if record["role"] == "student":
                 record["blessed"] = blessings[model_uri]
             records[model_uri] = record
@@ -298,8 +304,95 @@ def _html_table(columns: list[str], cells: list[list[str]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def html_report(title: str, rows: list[dict], plots: dict[str, bytes], configuration: dict, revisions: list[str]
-                ) -> str:
+# The report's per-superclass table: each student against the baseline of its trial.
+SUPERCLASS_COLUMNS = [  # (header, record key, scale, decimals)
+    ("Top-1 (%)", "top1", 100.0, 2), ("Top-5 (%)", "top5", 100.0, 2), ("Cross-entropy", "cross_entropy", 1.0, 3),
+    ("ECE (%)", "ece", 100.0, 2)]
+
+
+def superclass_rows(records: list[dict]) -> list[dict]:
+    """One row per evaluated student and superclass: its metrics, its trial's baseline's and their difference."""
+    baselines = {r["trial"]: r for r in records if r["role"] == "baseline" and "superclass_metrics" in r}
+    rows = []
+    for record in records:
+        if record["role"] != "student" or "superclass_metrics" not in record or record["trial"] not in baselines:
+            continue
+        baseline = baselines[record["trial"]]["superclass_metrics"]
+        for superclass, metrics in sorted(record["superclass_metrics"].items()):
+            row = {"method": record["method"], "trial": record["trial"], "coarse_label": superclass,
+                   "superclass": COARSE_LABEL_NAMES[superclass], "examples": int(metrics["examples"])}
+            for _, key, _, _ in SUPERCLASS_COLUMNS:
+                row.update({key: metrics[key], f"baseline_{key}": baseline[superclass][key],
+                            f"{key}_diff": metrics[key] - baseline[superclass][key]})
+            rows.append(row)
+    return rows
+
+
+def _sortable_cell(value: float | int | str, text: str) -> str:
+    return f'<td data-sort="{html.escape(str(value))}">{html.escape(text)}</td>'
+
+
+# Sorts a table.sortable by the clicked column (numbers by data-sort, text otherwise; a second click reverses)
+# and shows the rows of the student chosen in the select.superclass-filter. Inline: the report has no remote resource.
+_SORT_SCRIPT = """<script>
+document.querySelectorAll("table.sortable").forEach(function (table) {
+  table.querySelectorAll("th").forEach(function (header, column) {
+    header.addEventListener("click", function () {
+      var ascending = header.getAttribute("aria-sort") !== "ascending";
+      table.querySelectorAll("th").forEach(function (h) { h.removeAttribute("aria-sort"); });
+      header.setAttribute("aria-sort", ascending ? "ascending" : "descending");
+      var body = table.tBodies[0], rows = Array.from(body.rows);
+      rows.sort(function (a, b) {
+        var x = a.cells[column].dataset.sort, y = b.cells[column].dataset.sort;
+        var order = isNaN(x) || isNaN(y) ? x.localeCompare(y) : Number(x) - Number(y);
+        return ascending ? order : -order;
+      });
+      rows.forEach(function (row) { body.appendChild(row); });
+    });
+  });
+});
+document.querySelectorAll("select.superclass-filter").forEach(function (select) {
+  select.addEventListener("change", function () {
+    document.querySelectorAll("#superclass-table tbody tr").forEach(function (row) {
+      row.hidden = select.value !== "" && row.dataset.student !== select.value;
+    });
+  });
+});
+</script>"""
+
+
+def superclass_table_html(records: list[dict]) -> str:
+    """The report's section with the per-superclass table ("" without an evaluated student and baseline)."""
+    rows = superclass_rows(records)
+    if not rows:
+        return ""
+    headers = ["Student", "Trial", "Superclass", "Examples"]
+    for header, _, _, _ in SUPERCLASS_COLUMNS:
+        headers += [header, "Baseline", "Difference"]
+    body = []
+    for row in rows:
+        student = f"{row['method']} (trial {row['trial']})"
+        cells = [_sortable_cell(row["method"], row["method"]), _sortable_cell(row["trial"], str(row["trial"])),
+                 _sortable_cell(row["superclass"], row["superclass"]),
+                 _sortable_cell(row["examples"], str(row["examples"]))]
+        for _, key, scale, digits in SUPERCLASS_COLUMNS:
+            cells += [_sortable_cell(row[key], f"{scale * row[key]:.{digits}f}"),
+                      _sortable_cell(row[f"baseline_{key}"], f"{scale * row[f'baseline_{key}']:.{digits}f}"),
+                      _sortable_cell(row[f"{key}_diff"], f"{scale * row[f'{key}_diff']:+.{digits}f}")]
+        body.append(f'<tr data-student="{html.escape(student)}">{"".join(cells)}</tr>')
+    students = sorted({f"{row['method']} (trial {row['trial']})" for row in rows})
+    options = "".join(f'<option value="{html.escape(s)}">{html.escape(s)}</option>' for s in students)
+    head = "".join(f'<th scope="col">{html.escape(h)}</th>' for h in headers)
+    return f"""<h2>Per superclass: each student against its baseline</h2>
+<p>TFMA's <code>{SLICE_FEATURE}</code> slices of the eval split: each student's metrics, the baseline student's
+(same trial) and the difference (student minus baseline). Click a column header to sort; click again to reverse.</p>
+<p><label>Student: <select class="superclass-filter"><option value="">all</option>{options}</select></label></p>
+<table id="superclass-table" class="sortable"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>
+{_SORT_SCRIPT}"""
+
+
+def html_report(title: str, rows: list[dict], plots: dict[str, bytes], configuration: dict, revisions: list[str],
+                superclass_section: str = "") -> str:
     """One page, no external resources: inline CSS, plots as data URIs."""
     literature = literature_rows(rows, configuration)
     literature_section = (f"<h2>Beside the literature (protocol '{html.escape(configuration['protocol'])}')</h2>"
@@ -310,7 +403,9 @@ def html_report(title: str, rows: list[dict], plots: dict[str, bytes], configura
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:75em}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:right}}td:first-child{{text-align:left}}
-img{{max-width:100%}}pre{{background:#f4f4f4;padding:1em;overflow:auto}}</style></head>
+img{{max-width:100%}}table.sortable th{{cursor:pointer}}#superclass-table td:nth-child(3){{text-align:left}}
+th[aria-sort=ascending]::after{{content:" \\25B2"}}th[aria-sort=descending]::after{{content:" \\25BC"}}
+pre{{background:#f4f4f4;padding:1em;overflow:auto}}</style></head>
 <body><h1>{html.escape(title)}</h1>
 <p>Code revision: <code>{html.escape(", ".join(revisions))}</code>. Last / Best: validation top-1
 accuracy after the final epoch / maximum over the main stage's epochs; mean ± std over trials.
@@ -320,6 +415,7 @@ NaN/Inf is not evaluated (never blessed) and is listed under Failures.</p>
 {_html_table(TABLE_COLUMNS, [table_cells(row) for row in rows])}
 {literature_section}
 {images}
+{superclass_section}
 <h2>Configuration</h2><pre>{html.escape(json.dumps(configuration, indent=2, sort_keys=True))}</pre>
 </body></html>
 """
@@ -343,7 +439,7 @@ def write_report(output_dir: str, records: list[dict], configuration: dict, titl
                                         "rows": rows, "models": records,
                                         "literature": [dict(zip(LITERATURE_COLUMNS, r)) for r in literature]},
                                        indent=2, sort_keys=True),
-        "report.html": html_report(title, rows, plots, configuration, revisions),
+        "report.html": html_report(title, rows, plots, configuration, revisions, superclass_table_html(records)),
     }
     csv_buffer = io.StringIO()
     writer = csv.writer(csv_buffer)

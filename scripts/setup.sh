@@ -43,6 +43,12 @@ MSG
 fi
 "$venv/bin/python" -m pip install --quiet --upgrade "pip==26.3" "setuptools==69.5.1" "wheel==0.48.0"
 "$venv/bin/python" -m pip install --quiet --constraint "$lock" --editable ".[test]"
+# TFMA's views in the classic Notebook front-end (nbclassic, `make notebook`): its wheel installs the
+# nbextension's files; this enables it in $venv/etc/jupyter/nbconfig/notebook.json, with
+# notebooks/nbextensions/kd_tfma_widgets, which makes TFMA's widgets work with ipywidgets 7.8 (see its header).
+"$venv/bin/jupyter" nbclassic-extension install --sys-prefix --overwrite notebooks/nbextensions/kd_tfma_widgets >/dev/null
+"$venv/bin/jupyter" nbclassic-extension enable --sys-prefix tensorflow_model_analysis/extension >/dev/null
+"$venv/bin/jupyter" nbclassic-extension enable --sys-prefix kd_tfma_widgets/extension >/dev/null
 rm -f "$venv"/.kd-setup-*
 touch "$stamp"
 echo "setup: done"

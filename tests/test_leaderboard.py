@@ -1,6 +1,9 @@
 """Leaderboard aggregation over trials, on synthetic per-model records."""
 
+import io
+
 import numpy as np
+import pandas as pd
 import pytest
 
 from components import leaderboard
@@ -10,7 +13,9 @@ def record(role, method, trial, top1, curve, gain=None, blessed=None):
     result = {"role": role, "method": method, "trial": trial, "network": "resnet8", "parameters": 83220,
               "code_revision": "abc", "last": curve[-1], "best": max(curve), "val_accuracy_curve": curve,
               "train_seconds": 60.0 * trial, "top1": top1, "top5": top1 + 0.2, "cross_entropy": 3.0 - top1, "ece": 0.1 * top1,
-              "superclass_top1": {k: top1 for k in range(20)}}
+              "superclass_top1": {k: top1 for k in range(20)},
+              "superclass_metrics": {k: {"top1": top1 + k / 1000, "top5": top1 + 0.2, "cross_entropy": 3.0 - top1 + k,
+                                         "ece": 0.1 * top1, "examples": 100.0 + k} for k in range(20)}}
     if gain is not None:
         result.update(gain=gain, blessed=blessed, superclass_gain={k: gain for k in range(20)})
     return result
@@ -78,3 +83,32 @@ def test_literature_table_puts_the_published_figures_beside_ours(tmp_path):
 
 def test_no_literature_without_a_protocol():
     assert leaderboard.literature_rows(leaderboard.aggregate(RECORDS), {"name": "quick"}) == []
+
+
+def test_superclass_rows_compare_each_student_with_its_trials_baseline():
+    rows = leaderboard.superclass_rows(RECORDS)
+    assert [(r["method"], r["trial"]) for r in rows[::20]] == [("at", 1), ("at", 2)] and len(rows) == 40
+    by_key = {(r["role"], r["trial"]): r["superclass_metrics"] for r in RECORDS if r["role"] != "teacher"}
+    for row in rows:
+        student, baseline = by_key["student", row["trial"]][row["coarse_label"]], \
+            by_key["baseline", row["trial"]][row["coarse_label"]]
+        assert row["superclass"] == leaderboard.COARSE_LABEL_NAMES[row["coarse_label"]]
+        assert row["examples"] == 100 + row["coarse_label"]
+        for key in ("top1", "top5", "cross_entropy", "ece"):
+            assert (row[key], row[f"baseline_{key}"]) == (student[key], baseline[key])
+            assert row[f"{key}_diff"] == pytest.approx(np.float64(student[key]) - np.float64(baseline[key]))
+
+
+def test_report_has_the_sortable_superclass_table(tmp_path):
+    leaderboard.write_report(str(tmp_path), RECORDS, {"name": "unit"}, "Unit report")
+    page = (tmp_path / "report.html").read_text()
+    tables = pd.read_html(io.StringIO(page), attrs={"id": "superclass-table"})
+    (table,) = tables
+    assert len(table) == 40 and list(table.columns[:4]) == ["Student", "Trial", "Superclass", "Examples"]
+    first = table.iloc[0]  # at, trial 1, superclass 0: 0.25 against 0.20
+    assert (first["Student"], first["Trial"], first["Superclass"], first["Examples"]) == \
+        ("at", 1, leaderboard.COARSE_LABEL_NAMES[0], 100)
+    assert list(first.iloc[4:7]) == [25.0, 20.0, 5.0]  # top-1 (%), baseline, difference
+    assert list(first.iloc[10:13]) == [2.75, 2.8, -0.05]  # cross-entropy
+    assert 'class="sortable"' in page and "<script>" in page
+    assert leaderboard.superclass_table_html([r for r in RECORDS if r["role"] != "baseline"]) == ""
