@@ -270,7 +270,9 @@ CRD_METHOD_PARAMS = {
     "ab": {"init_epochs": 30, "weight": 7.5e-4, "ce_weight": 1.0, "kd_weight": 0.0},
     "fsp": {"init_epochs": 30},
     # RepDistiller's RKDLoss: on the pooled embedding, not L2-normalised, distance 25 / angle 50, -b 1.
-    "rkd": {"tap": "embedding", "distance_weight": 25.0, "angle_weight": 50.0, "normalize": False},
+    # normalised by the mean over the off-diagonal pairs (t_d[t_d > 0].mean()).
+    "rkd": {"tap": "embedding", "distance_weight": 25.0, "angle_weight": 50.0, "normalize": False,
+            "distance_normalization": "off_diagonal"},
     # RepDistiller's hint: one stage, CE + 100 * MSE(regressor(stage2_s), stage2_t).
     "fitnet": {"hint_stage": "main", "taps": "stage2", "regressor": True, "weight": 100.0},
 }
