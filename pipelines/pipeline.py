@@ -135,6 +135,9 @@ def _trainer(preset: Preset, examples: BaseChannel, role: str, component_id: str
              trial: int = 1, method: str = "", teacher_model: BaseChannel | None = None):
     config = dataclasses.replace(preset.trainer_config(role, trial=trial, method=method),
                                  code_fingerprint=trainer_code_fingerprint(method))
+    if method:  # every hyper-parameter, defaults included: a changed default re-runs only this method
+        config = dataclasses.replace(config, method_params=dataclasses.asdict(
+            methods.catalog.check_params(method, config.method_params)))
     network = "teacher" if role == "teacher" else "student"
     overrides = {field: parameters[f"{network}_{field}"] for field in ("epochs", "learning_rate", "batch_size")
                  if f"{network}_{field}" in parameters}

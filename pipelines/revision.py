@@ -19,6 +19,9 @@ REVISION_ENV = "KD_CODE_REVISION"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PROJECT_PACKAGES = ("kd_trainer", "components", "pipelines")
 METHODS_PACKAGE = "kd_trainer.methods"
+# Every method's hyper-parameters; a student's Trainer configuration carries its own method's
+# effective values instead (pipelines/pipeline.py), so the catalog is in no method's fingerprint.
+CATALOG_MODULE = "kd_trainer.methods.catalog"
 # Pinned library versions: part of what every component runs.
 LOCK_FILE = Path("requirements") / "lock.txt"
 
@@ -123,9 +126,10 @@ def component_fingerprint(*modules: str, root: Path = REPO_ROOT) -> str:
 def method_fingerprint(method_module: str, *modules: str, root: Path = REPO_ROOT) -> str:
     """`component_fingerprint(*modules)` plus the method's module and what it imports.
 
-    The registry (kd_trainer/methods/__init__.py, which imports every method) is left out,
-    so that editing or adding one method does not re-run the others' students.
+    The registry (kd_trainer/methods/__init__.py) and the catalog of every method's parameters
+    are left out, so that editing or adding one method does not re-run the others' students.
     """
     files = {*source_files(modules, skip=_in_methods_package, root=root),
-             *source_files([method_module], skip=lambda module: module == METHODS_PACKAGE, root=root)}
+             *source_files([method_module], skip=lambda module: module in (METHODS_PACKAGE, CATALOG_MODULE),
+                           root=root)}
     return fingerprint(files, root)
