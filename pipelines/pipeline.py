@@ -28,6 +28,7 @@ only that method's Trainers and what reads their models.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from typing import Any, Mapping
 
@@ -125,19 +126,19 @@ def eval_config(blessing_margin: float | None) -> tfma.EvalConfig:
 
 
 def trainer_code_fingerprint(method: str = "") -> str:
-    """The training loop, models, data and export; for a student, also its method's module and its imports."""
+    """The training loop, models, data and export; for a student, also its method's module, its
+    imports and its parameters' defaults (the shared catalog file is in no method's fingerprint)."""
     if not method:
         return revision.component_fingerprint(*TRAINER_MODULES)
-    return revision.method_fingerprint(methods.method_class(method).__module__, *TRAINER_MODULES)
+    code = revision.method_fingerprint(methods.method_class(method).__module__, *TRAINER_MODULES)
+    defaults = repr(methods.catalog.entry(method).params())
+    return hashlib.sha256(f"{code} {defaults}".encode()).hexdigest()[:len(code)]
 
 
 def _trainer(preset: Preset, examples: BaseChannel, role: str, component_id: str, parameters: Mapping[str, Any],
              trial: int = 1, method: str = "", teacher_model: BaseChannel | None = None):
     config = dataclasses.replace(preset.trainer_config(role, trial=trial, method=method),
                                  code_fingerprint=trainer_code_fingerprint(method))
-    if method:  # every hyper-parameter, defaults included: a changed default re-runs only this method
-        config = dataclasses.replace(config, method_params=dataclasses.asdict(
-            methods.catalog.check_params(method, config.method_params)))
     network = "teacher" if role == "teacher" else "student"
     overrides = {field: parameters[f"{network}_{field}"] for field in ("epochs", "learning_rate", "batch_size")
                  if f"{network}_{field}" in parameters}

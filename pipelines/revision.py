@@ -19,8 +19,8 @@ REVISION_ENV = "KD_CODE_REVISION"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PROJECT_PACKAGES = ("kd_trainer", "components", "pipelines")
 METHODS_PACKAGE = "kd_trainer.methods"
-# Every method's hyper-parameters; a student's Trainer configuration carries its own method's
-# effective values instead (pipelines/pipeline.py), so the catalog is in no method's fingerprint.
+# Every method's hyper-parameters: in no method's fingerprint; a student's fingerprint covers its own
+# method's defaults instead (pipelines/pipeline.py: trainer_code_fingerprint).
 CATALOG_MODULE = "kd_trainer.methods.catalog"
 # Pinned library versions: part of what every component runs.
 LOCK_FILE = Path("requirements") / "lock.txt"
