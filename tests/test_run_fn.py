@@ -91,7 +91,7 @@ def test_invalid_config_is_rejected(tmp_path, example_files):
     with pytest.raises(ValueError, match=r"unknown key\(s\) \['optimiser'\]"):
         run_fn(args)
     args.custom_config = {"role": "teacher", **TRAINING, "epochs": 0}
-    with pytest.raises(ValueError, match="epochs must be an integer >= 1"):
+    with pytest.raises(ValueError, match=r"epochs must be an integer in \[1, 1000\], got 0"):
         run_fn(args)
 
 
