@@ -170,7 +170,7 @@ def test_crd_refuses_to_build_without_example_labels():
 
 
 @pytest.mark.parametrize("values, message", [({"momentum": 1.0}, "'momentum' must be in"),
-                                             ({"num_negatives": 0}, "'num_negatives' must be > 0")])
+                                             ({"num_negatives": 0}, "'num_negatives' must be in \\[1, 1e\\+07\\]")])
 def test_crd_parameter_ranges(values, message):
     with pytest.raises(ValueError, match=message):
         methods.catalog.check_params("crd", values)
