@@ -52,11 +52,14 @@ def policy(name: str) -> Iterator[None]:
     """Keras layers created inside compute in `name`'s dtype; the global policy is restored afterwards,
     so other Trainers of the same process are unaffected."""
     previous = keras.mixed_precision.global_policy()
+    # A policy equal to floatx is restored as "no policy set" (None), which keeps following floatx:
+    # pinning "float32" would silently override a later keras.backend.set_floatx("float64").
+    restored = None if previous.name == keras.backend.floatx() else previous
     keras.mixed_precision.set_global_policy(name)
     try:
         yield
     finally:
-        keras.mixed_precision.set_global_policy(previous)
+        keras.mixed_precision.set_global_policy(restored)
 
 
 def optimizer_for(precision: str, optimizer: keras.optimizers.Optimizer) -> keras.optimizers.Optimizer:

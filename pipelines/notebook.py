@@ -38,9 +38,10 @@ def unfinished_run_reason(pipeline_root: Path, metadata_path: Path) -> str | Non
     if not metadata_path.is_file():
         return f"there is no ML Metadata store at {metadata_path}"
     pipeline_name = pipeline_root.parent.name
-    artifacts = results.latest_artifacts(metadata.sqlite_metadata_connection_config(str(metadata_path)),
-                                         pipeline_name)
-    if not artifacts:
+    try:
+        artifacts = results.latest_artifacts(metadata.sqlite_metadata_connection_config(str(metadata_path)),
+                                             pipeline_name)
+    except results.RunFolderError:  # the store holds other pipelines only
         return f"{metadata_path} records no component of the pipeline {pipeline_name}"
     if not any(component.startswith("Evaluator.") and component != evaluator_id("teacher")
                and "ModelEvaluation" in outputs for component, outputs in artifacts.items()):

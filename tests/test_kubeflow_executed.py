@@ -93,7 +93,8 @@ class LocalLauncher:
         container = self.spec["deploymentSpec"]["executors"][component["executorLabel"]]["container"]
         command = [sys.executable if part == "python" else part for part in container["command"]]
         args = [json.dumps(executor_input) if arg == "{{$}}" else arg for arg in container["args"]]
-        env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+        env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2",
+               **{entry["name"]: entry["value"] for entry in container.get("env", [])}}  # as the pod's spec sets them
         with log.open("w") as stream:  # a pod's working directory is not the source tree
             result = subprocess.run(command + args, cwd=self.root, env=env, stdout=stream, stderr=subprocess.STDOUT,
                                     timeout=TASK_TIMEOUT_S)

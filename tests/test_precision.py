@@ -45,6 +45,12 @@ def test_policy_is_restored_after_building():
     with precision.policy("mixed_bfloat16"):
         assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"
     assert keras.mixed_precision.global_policy().name == "float32"
+    # Restored as "no policy set": a later float64 floatx (the golden tests') still reaches new layers.
+    keras.backend.set_floatx("float64")
+    try:
+        assert keras.layers.Dense(2).dtype_policy.name == "float64"
+    finally:
+        keras.backend.set_floatx("float32")
 
 
 @pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])

@@ -136,12 +136,13 @@ def test_impressions_lower_the_teachers_loss_against_their_targets():
         return {"logits": 20 * model(x, training=False)["logits"]}
 
     kernel = model.get_layer("logits").kernel.numpy()
-    options = impressions.ImpressionOptions(num_impressions=12, iterations=15, learning_rate=0.1, batch_size=8)
+    options = impressions.ImpressionOptions(num_impressions=12, iterations=15, learning_rate=0.3, batch_size=8)
     generated = impressions.generate(teacher, kernel, options, seed=0)
     assert generated.images.shape == (12, 32, 32, 3) and generated.targets.shape == (12, 100)
     curve = generated.loss_curve
     assert len(curve) == 16 and np.all(np.diff(curve) < 0), curve
-    # The cross-entropy's excess over its minimum (the targets' entropy), i.e. the KL, falls by a fifth.
+    # The cross-entropy's excess over its minimum (the targets' entropy), i.e. the KL, falls by a fifth
+    # (to 0.74 of its start with the seed initializer's random teacher, measured 2026-11-30).
     entropy = -np.sum(generated.targets * np.log(np.maximum(generated.targets, 1e-30)), axis=1).mean()
     assert curve[-1] - entropy < 0.8 * (curve[0] - entropy), (curve, entropy)
     # The stored pixel values are what was optimised: the teacher's loss on them is the final loss.
