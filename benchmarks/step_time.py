@@ -12,11 +12,13 @@ not measured.
 
     .venv/bin/python benchmarks/step_time.py                 # quick and seed model pairs
     .venv/bin/python benchmarks/step_time.py --pairs resnet32:resnet8 --steps 20
-    .venv/bin/python benchmarks/step_time.py --pairs resnet32:resnet8 --methods kd_svd,rkd --output -
-    .venv/bin/python benchmarks/step_time.py --profile --output -   # KD-SVD / RKD breakdown
+    .venv/bin/python benchmarks/step_time.py --pairs resnet32:resnet8 --methods crd,vid,ft,reviewkd,dkd
+    .venv/bin/python benchmarks/step_time.py --profile   # KD-SVD / RKD breakdown
     .venv/bin/python benchmarks/step_time.py --device gpu --pairs seed_resnet32:seed_resnet8
 
-Writes the table to docs/benchmarks.md (use --output - to print only).
+Every method is timed as its Trainer runs it: prepared for a 240-epoch run (CRD with the
+labels of a 50,000-example training set, its batches with example indices), each of its
+stages separately. Prints a markdown table (rows for docs/benchmarks.md); --output FILE writes it.
 """
 
 from __future__ import annotations
@@ -33,14 +35,16 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
 from kd_trainer import export, methods, models, precision  # noqa: E402
 from kd_trainer.distiller import Distiller, cross_entropy, with_input_gradient  # noqa: E402
-from kd_trainer.methods.base import INPUT_GRADIENT, MAIN_STAGE  # noqa: E402
+from kd_trainer.methods.base import INPUT_GRADIENT, MAIN_STAGE, RunInfo  # noqa: E402
+from kd_trainer.methods.warmup import REFERENCE_EPOCHS  # noqa: E402
 from pipelines.presets import SEED_METHODS  # noqa: E402
-from pipelines.revision import REPO_ROOT, code_revision  # noqa: E402
+from kd_trainer.provenance import code_revision  # noqa: E402
 
 
 def median_seconds(step, warmup: int, steps: int) -> float:
@@ -54,13 +58,20 @@ def median_seconds(step, warmup: int, steps: int) -> float:
     return statistics.median(times)
 
 
+# CIFAR-100's training-set size: CRD's memory banks hold one entry per example.
+TRAIN_EXAMPLES = 50_000
 # --device: what training.mixed_precision / jit_compile "auto" pick on that device (set in main).
 DEVICE = {"name": "cpu", "mixed_precision": precision.FLOAT32, "jit_compile": False}
 
 
 def train_step_fn(distiller: Distiller, images, labels):
+    """The compiled train step on one in-memory batch (with example indices for CRD's memory banks)."""
     distiller.jit_compile = DEVICE["jit_compile"]
-    iterator = iter(tf.data.Dataset.from_tensors((images, labels)).repeat())
+    method = distiller.method
+    batch = (images, labels)
+    if method is not None and method.uses_example_index:
+        batch += (tf.range(tf.shape(labels)[0], dtype=tf.int32) * (TRAIN_EXAMPLES // labels.shape[0]),)
+    iterator = iter(tf.data.Dataset.from_tensors(batch).repeat())
     train_function = distiller.make_train_function()
     return lambda: {k: v.numpy() for k, v in train_function(iterator).items()}
 
@@ -68,6 +79,9 @@ def train_step_fn(distiller: Distiller, images, labels):
 def distiller_for(student_name: str, teacher_name: str, method_name: str | None, teacher, stage: str) -> Distiller:
     student = models.build_model(student_name)
     method = methods.create(method_name) if method_name else None
+    if method is not None:  # as run_fn does: the run's length (warm-ups), CRD's labels by example index
+        method.prepare(RunInfo(main_epochs=REFERENCE_EPOCHS, example_labels=(
+            np.arange(TRAIN_EXAMPLES) % models.NUM_CLASSES if method.uses_example_index else None)))
     peer = models.build_model(teacher_name) if method is not None and method.trains_peer else None
     distiller = Distiller(student, method=method, teacher=teacher if method and method.needs_teacher else None,
                           peer=peer)
@@ -251,7 +265,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--steps", type=int, default=3, help="timed steps per round (see --rounds)")
     parser.add_argument("--rounds", type=int, default=3, help="turns each step takes in the comparison table")
-    parser.add_argument("--output", default=str(REPO_ROOT / "docs" / "benchmarks.md"), help="'-' prints only")
+    parser.add_argument("--output", default="-", help="a file to write the table to ('-': print only)")
     parser.add_argument("--methods", default=",".join(SEED_METHODS), help="comma-separated methods to time")
     parser.add_argument("--profile", action="store_true", help="only the KD-SVD / RKD time breakdown")
     parser.add_argument("--device", choices=["cpu", "gpu"], default="cpu",

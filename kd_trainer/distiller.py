@@ -51,8 +51,7 @@ def _add(first: tf.Tensor | None, second: tf.Tensor | None) -> tf.Tensor | None:
 class Distiller(keras.Model):
     """Trains `student` on CE, or on the objective of `method` given a frozen `teacher`.
 
-    `epochs`: the run's main-stage epoch count, for methods whose loss follows training
-    progress (DKD's warm-up). `stage` selects the method's stage (retraced at each `compile`). A stage's objective is
+    `stage` selects the method's stage (retraced at each `compile`). A stage's objective is
     its task terms (the distillation term alone while initialising) plus weight decay; as in
     the seed (op_util.py:47-55, 76-83), only the variables the task terms reach move, and
     only those are decayed (e.g. the classifier neither moves nor decays while initialising,
@@ -64,7 +63,7 @@ class Distiller(keras.Model):
 
     def __init__(self, student: keras.Model, method: DistillationMethod | None = None,
                  teacher: TeacherFn | None = None, peer: keras.Model | None = None,
-                 connector_layers: models._Layers | None = None, epochs: int | None = None, **kwargs):
+                 connector_layers: models._Layers | None = None, **kwargs):
         super().__init__(**kwargs)
         if method is not None and method.needs_teacher and teacher is None:
             raise ValueError(f"method '{method.name}' needs a teacher model (the Trainer's base_model)")
@@ -91,7 +90,6 @@ class Distiller(keras.Model):
         if method is not None:
             if connector_layers is not None:
                 method.layers = connector_layers
-            method.follow_training(self.epoch, epochs)
             teacher_shapes = {}
             reference = teacher or peer
             if reference is not None:

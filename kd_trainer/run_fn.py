@@ -3,7 +3,7 @@
 Outputs in the Model artifact: `Format-Serving/` (the SavedModel, see export.py),
 `history.json` (per-epoch metrics, learning rate, epoch time) and `trainer_config.json`
 (the exact configuration, the fingerprint of the code it ran, and the git revision read
-when it ran: pipelines/revision.py). TensorBoard logs go to the ModelRun artifact.
+when it ran: kd_trainer/provenance.py). TensorBoard logs go to the ModelRun artifact.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from kd_trainer.checkpoints import CheckpointEachEpoch, EpochCheckpoints, finger
 from kd_trainer.config import TrainerConfig
 from kd_trainer.distiller import Distiller
 from kd_trainer.methods.base import INPUT_GRADIENT, MAIN_STAGE, DistillationMethod, RunInfo
-from pipelines.revision import code_revision
+from kd_trainer.provenance import code_revision
 
 HISTORY_FILE = "history.json"
 CONFIG_FILE = "trainer_config.json"
@@ -215,8 +215,7 @@ def train(config: TrainerConfig, train_files: list[str], eval_files: list[str], 
             peer = models.build_model(config.teacher_model, config.weight_decay,
                                       weight_decay_scope=config.weight_decay_scope)
     distiller = Distiller(student, method=method, teacher=teacher, peer=peer,
-                          connector_layers=models.layer_factory(config.weight_decay, config.weight_decay_scope),
-                          epochs=config.epochs)
+                          connector_layers=models.layer_factory(config.weight_decay, config.weight_decay_scope))
 
     resume = checkpoints.latest_progress() if checkpoints is not None else None
     recorder = EpochRecorder()

@@ -3,20 +3,19 @@
 A component's cache key holds the fingerprint of the project source files it executes, not
 the git revision: a commit that touches one method's module re-runs that method's Trainers
 (and what reads their models), not the teacher, the baseline or the other methods. The
-revision is still recorded in every artifact, read when the component runs (`code_revision`).
+revision is still recorded in every artifact, read when the component runs
+(kd_trainer/provenance.py: `code_revision`, re-exported here).
 """
 
 from __future__ import annotations
 
 import ast
 import hashlib
-import os
-import subprocess
 from pathlib import Path
 from typing import Callable, Iterable
 
-REVISION_ENV = "KD_CODE_REVISION"
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from kd_trainer.provenance import REPO_ROOT, REVISION_ENV, code_revision  # noqa: F401 (re-exported)
+
 PROJECT_PACKAGES = ("kd_trainer", "components", "pipelines")
 METHODS_PACKAGE = "kd_trainer.methods"
 # Every method's hyper-parameters: in no method's fingerprint; a student's fingerprint covers its own
@@ -24,30 +23,6 @@ METHODS_PACKAGE = "kd_trainer.methods"
 CATALOG_MODULE = "kd_trainer.methods.catalog"
 # Pinned library versions: part of what every component runs.
 LOCK_FILE = Path("requirements") / "lock.txt"
-
-
-def _git(*args: str) -> str:
-    return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, check=True,
-                          timeout=30).stdout.strip()
-
-
-def code_revision() -> str:
-    """The commit of this checkout; with uncommitted changes, `<commit>-dirty-<hash of the diff>`.
-
-    Recorded in every Trainer's trainer_config.json and the report, for provenance; not part
-    of any cache key. Container images have no .git: their build sets KD_CODE_REVISION.
-    """
-    if os.environ.get(REVISION_ENV):
-        return os.environ[REVISION_ENV]
-    try:
-        commit = _git("rev-parse", "--short=12", "HEAD")
-        diff = _git("diff", "HEAD")
-    except (OSError, subprocess.SubprocessError) as error:
-        raise RuntimeError(f"cannot determine the code revision: no git checkout at {REPO_ROOT} ({error}); "
-                           f"set {REVISION_ENV}") from error
-    if not diff:
-        return commit
-    return f"{commit}-dirty-{hashlib.sha256(diff.encode()).hexdigest()[:8]}"
 
 
 def _module_path(module: str, root: Path) -> Path | None:

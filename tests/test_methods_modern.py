@@ -8,6 +8,7 @@ constants (docs/methods.md), mostly with explicit loops, and never call the Tens
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 
@@ -18,6 +19,7 @@ import tf_keras as keras
 
 from kd_trainer import methods, models
 from kd_trainer.distiller import Distiller
+from kd_trainer.methods.base import RunInfo
 
 RTOL = 1e-8
 CE = 2.5
@@ -173,7 +175,11 @@ def distillation_gradient(method, student_taps, teacher_taps, tap, labels=None):
 
 
 def with_clock(method, epoch=0.0, epochs=240):
-    method.follow_training(tf.Variable(float(epoch)), epochs)
+    """The method prepared for a run of `epochs`, its loss_terms given the Distiller's `epoch=`
+    input (for methods with a warm-up, `uses_epoch`)."""
+    method.prepare(RunInfo(main_epochs=epochs))
+    if method.uses_epoch:
+        method.loss_terms = functools.partial(method.loss_terms, epoch=tf.Variable(float(epoch)))
     return method
 
 
@@ -287,19 +293,25 @@ def test_dkd_warmup_scales_with_the_runs_epochs(epochs, epoch, factor):
 
 
 def test_dkd_follows_the_distillers_epoch_variable():
-    student = models.build_model("resnet8")
-    method = methods.create("dkd")
-    distiller = Distiller(student, method=method, teacher=lambda x: student(x, training=False), epochs=24)
-    assert method.epoch is distiller.epoch and method.epochs == 24
+    """The warm-up reads the Distiller's epoch counter in the graph: one traced step, two epochs."""
+    keras.utils.set_random_seed(0)
+    student, teacher_net = models.build_model("resnet8"), models.build_model("resnet8")
+    method = methods.create("dkd", {"ce_weight": 0.0})
+    method.prepare(RunInfo(main_epochs=24))  # warm-up: 20/240 of 24 epochs = 2 epochs
+    distiller = Distiller(student, method=method, teacher=lambda x: teacher_net(x, training=False))
+    distiller.compile(optimizer=keras.optimizers.SGD(0.0))
+    images = tf.zeros((2, *models.INPUT_SHAPE))
+    labels = tf.constant([0, 1])
     distiller.epoch.assign(0.0)
-    assert float(method.warmup_factor()) == pytest.approx(0.5)
+    first = distiller.train_on_batch(images, labels, return_dict=True, reset_metrics=True)
     distiller.epoch.assign(5.0)
-    assert float(method.warmup_factor()) == 1.0
+    later = distiller.train_on_batch(images, labels, return_dict=True, reset_metrics=True)
+    assert first["nckd"] == pytest.approx(0.5 * later["nckd"], rel=1e-5)
 
 
 def test_dkd_without_the_runs_epochs_is_a_clear_error():
     student, teacher, labels = logits_pair(7)
-    with pytest.raises(ValueError, match="method 'dkd': the warm-up .* needs the run's epoch count"):
+    with pytest.raises(ValueError, match="method 'dkd': the warm-up .* needs the run's epoch count and the current"):
         terms_of(methods.create("dkd"), {"logits": student}, {"logits": teacher}, labels)
     got = terms_of(methods.create("dkd", {"warmup_fraction": 0.0}), {"logits": student}, {"logits": teacher}, labels)
     assert got["nckd"] == pytest.approx(8.0 * np_dkd(student, teacher, labels, 4.0)[1], rel=RTOL)
@@ -519,7 +531,8 @@ def test_training_moves_the_student_toward_the_teacher(name, params):
     keras.utils.set_random_seed(0)
     student, teacher_net = models.build_model("resnet8"), models.build_model("resnet8")
     method = methods.create(name, {**params, "ce_weight": 0.0})
-    distiller = Distiller(student, method=method, teacher=lambda x: teacher_net(x, training=False), epochs=10)
+    method.prepare(RunInfo(main_epochs=10))
+    distiller = Distiller(student, method=method, teacher=lambda x: teacher_net(x, training=False))
     # Eager steps: a handful of steps cost less than tracing the train function.
     distiller.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9), run_eagerly=True)
     rng = np.random.default_rng(20)

@@ -126,7 +126,7 @@ def test_augmentation_crops_a_window_of_the_padded_maybe_flipped_image():
 
 
 def test_dkd_student_gets_the_runs_epochs_for_its_warmup(tmp_path, teacher_export, example_files):
-    """run_fn hands the Trainer's epochs to the Distiller: without them DKD's warm-up raises."""
+    """run_fn prepares the method with the Trainer's epochs: without them DKD's warm-up raises."""
     config = {"role": "student", "method": "dkd", "method_params": {"warmup_fraction": 1.0}, **TRAINING, "epochs": 2}
     args = fn_args(tmp_path, example_files, "dkd", config, base_model=teacher_export.serving_model_dir)
     run_fn(args)

@@ -92,12 +92,6 @@ class DistillationMethod(tf.Module):
         """The constant learning rate of a stage other than the main one (the configured one by default)."""
         return configured
 
-    def follow_training(self, epoch: tf.Variable, epochs: int | None) -> None:
-        """Receives the Distiller's epoch counter (0-based, assigned at each epoch's start) and
-        the run's main-stage epoch count (None where unknown), for losses that change during
-        training (DKD's warm-up), which keep them (read in the graph: no Python work per step).
-        Ignored by default, so other methods' checkpoints do not gain the counter."""
-
     def build(self, student_shapes: Mapping[str, tf.TensorShape], teacher_shapes: Mapping[str, tf.TensorShape]) -> None:
         """Creates trainable connectors once the tap shapes are known (none by default)."""
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 import tensorflow as tf
 
 from kd_trainer.methods import catalog
-from kd_trainer.methods.base import DistillationMethod
+from kd_trainer.methods.base import DistillationMethod, RunInfo
 from kd_trainer.methods.logit_standardization import softened
+from kd_trainer.methods.warmup import linear_warmup
 
 # mdistiller masks the target class out of the non-target softmax by subtracting 1000 from
 # its softened logit: exp(-1000) is exactly 0 in float32 and float64.
@@ -47,41 +48,32 @@ class DKD(DistillationMethod):
     (1, 1, 8, T = 4).
 
     Warm-up: mdistiller multiplies the KD terms by min(epoch / 20, 1) with epochs counted from
-    1 in a 240-epoch run; here min((epoch + 1) / (warmup_fraction * epochs), 1) with `epochs`
-    the run's (main-stage) epochs, so the warm-up keeps its share of any run's length. The
-    factor changes once per epoch, as in the source.
+    1 in a 240-epoch run; here methods/warmup.py's linear warm-up over warmup_fraction of the
+    run's main-stage epochs, so the warm-up keeps its share of any run's length. The factor
+    changes once per epoch, as in the source.
     """
 
     name = "dkd"
     student_taps = ("logits",)
     teacher_taps = ("logits",)
     loss_term_names = ("ce", "tckd", "nckd")
+    uses_epoch = True
 
     Params = catalog.DKDParams
 
-    def __init__(self, params=None):
-        super().__init__(params)
-        self.epoch: tf.Variable | None = None
-        self.epochs: int | None = None
+    def prepare(self, run: RunInfo) -> None:
+        self.warmup_epochs = self.params.warmup_fraction * run.main_epochs
 
-    def follow_training(self, epoch, epochs):
-        self.epoch, self.epochs = epoch, epochs
-
-    def warmup_factor(self) -> tf.Tensor:
-        """min((epoch + 1) / (warmup_fraction * epochs), 1): 1 when there is no warm-up."""
-        if self.params.warmup_fraction == 0:
-            return tf.constant(1.0)
-        if self.epoch is None or self.epochs is None:
-            raise ValueError("method 'dkd': the warm-up (warmup_fraction "
-                             f"{self.params.warmup_fraction}) needs the run's epoch count: build the Distiller "
-                             "with epochs=<main-stage epochs>, or set warmup_fraction=0")
-        warmup_epochs = self.params.warmup_fraction * self.epochs
-        return tf.minimum((tf.cast(self.epoch, tf.float32) + 1.0) / warmup_epochs, 1.0)
-
-    def loss_terms(self, labels, cross_entropy, student, teacher, stage="main"):
+    def loss_terms(self, labels, cross_entropy, student, teacher, stage="main", epoch=None):
         p = self.params
         tckd, nckd = dkd_losses(student["logits"], teacher["logits"], labels, p.temperature,
                                 p.logit_standardization)
-        ramp = tf.cast(self.warmup_factor(), tckd.dtype)
+        ramp = tf.constant(1.0, tckd.dtype)
+        if p.warmup_fraction > 0:
+            if epoch is None or not hasattr(self, "warmup_epochs"):
+                raise ValueError(f"method 'dkd': the warm-up (warmup_fraction {p.warmup_fraction}) needs the "
+                                 "run's epoch count and the current epoch: call prepare(RunInfo(main_epochs=...)) "
+                                 "and pass epoch=, as the Distiller does; or set warmup_fraction=0")
+            ramp = linear_warmup(tf.cast(epoch, tckd.dtype), self.warmup_epochs)
         return {"ce": p.ce_weight * cross_entropy, "tckd": ramp * p.tckd_weight * tckd,
                 "nckd": ramp * p.nckd_weight * nckd}

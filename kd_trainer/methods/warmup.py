@@ -1,4 +1,4 @@
-"""Loss warm-up schedules (ReviewKD; DKD uses the same rule): a distillation term is scaled
+"""Loss warm-up schedules (ReviewKD, DKD): a distillation term is scaled
 by min(epoch / warmup, 1), counting epochs from 1 as mdistiller does, with the warm-up
 length given on the reference 240-epoch schedule and scaled to the run's length."""
 
