@@ -9,6 +9,7 @@ run folder is now.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import json
 import os
 import sqlite3
@@ -95,6 +96,34 @@ def _latest_artifacts(store: metadata_store.MetadataStore,
         raise RunFolderError(f"no run of pipeline '{pipeline_name}' in the store (it has: {pipelines or 'none'}; "
                              f"give --pipeline-name)")
     return result
+
+
+@dataclasses.dataclass(frozen=True)
+class ExecutionRecord:
+    """One component's execution in a pipeline run, as ML Metadata recorded it."""
+
+    node: str
+    state: str  # COMPLETE, CACHED, FAILED, RUNNING, ...
+    seconds: float  # from its creation to its last update
+
+
+def latest_run_executions(connection_config: metadata_store_pb2.ConnectionConfig,
+                          pipeline_name: str) -> list[ExecutionRecord]:
+    """The executions of the newest run of `pipeline_name`, in the order they started."""
+    store = metadata_store.MetadataStore(connection_config)
+    prefix = f"{pipeline_name}."
+    node_of = {execution.id: context.name[len(prefix):]
+               for context in store.get_contexts_by_type("node") if context.name.startswith(prefix)
+               for execution in store.get_executions_by_context(context.id)}
+    runs = [run for run in store.get_contexts_by_type("pipeline_run")
+            if any(e.id in node_of for e in store.get_executions_by_context(run.id))]
+    if not runs:
+        raise RunFolderError(f"no run of pipeline '{pipeline_name}' in the store")
+    executions = sorted((e for e in store.get_executions_by_context(max(runs, key=lambda c: c.id).id)
+                         if e.id in node_of), key=lambda e: (e.create_time_since_epoch, e.id))
+    return [ExecutionRecord(node_of[e.id], metadata_store_pb2.Execution.State.Name(e.last_known_state),
+                            (e.last_update_time_since_epoch - e.create_time_since_epoch) / 1000)
+            for e in executions]
 
 
 def relocated(artifacts: dict[str, dict[str, metadata_store_pb2.Artifact]],

@@ -59,18 +59,34 @@ def resumed_args(tmp_path, example_files, config, base_model=None):  # noqa: F81
     return first, second
 
 
+# The baseline's resumed configuration (students change its epochs).
+BASELINE_RESUMED = {**TRAINING, "epochs": 3, "lr_decay_at": [0.5], "seed": 7}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_runs(tmp_path_factory):
+    """Uninterrupted reference runs, one per configuration, shared by the kill points that use it."""
+    runs = {}
+
+    def run(example_files, config, base_model):  # noqa: F811
+        key = json.dumps(config, sort_keys=True)
+        if key not in runs:
+            runs[key] = fn_args(tmp_path_factory.mktemp("reference"), example_files, "reference", config, base_model)
+            run_fn(runs[key])
+        return runs[key]
+    return run
+
+
 @pytest.mark.parametrize("method, kill_after", [("", 2), ("fitnet", 1), ("fitnet", 2)],
                          ids=["baseline-mid-stage", "fitnet-stage-boundary", "fitnet-mid-main-stage"])
 def test_killed_trainer_resumes_and_matches_an_uninterrupted_run(tmp_path, example_files, teacher_export,  # noqa: F811
-                                                                  method, kill_after):
-    config = {"role": "student" if method else "baseline", "method": method, **TRAINING, "epochs": 3,
-              "lr_decay_at": [0.5], "seed": 7}
+                                                                  uninterrupted_runs, method, kill_after):
+    config = {"role": "student" if method else "baseline", "method": method, **BASELINE_RESUMED}
     if method:
         config["method_params"] = {"init_epochs": 1}
         config["epochs"] = 2
     base_model = teacher_export.serving_model_dir if method else None
-    reference = fn_args(tmp_path / "reference", example_files, "reference", config, base_model)
-    run_fn(reference)
+    reference = uninterrupted_runs(example_files, config, base_model)
     first, second = resumed_args(tmp_path, example_files, config, base_model)
     run_killed(first, kill_after)
     assert os.path.exists(os.path.join(first.model_run_dir, "checkpoints", "progress.json"))
@@ -96,12 +112,12 @@ def test_checkpoints_of_other_work_are_ignored(tmp_path, example_files):  # noqa
     assert outputs(second)[1]["resumed_after_epoch"] == 0
 
 
-def test_same_seed_same_metrics(tmp_path, example_files):  # noqa: F811
-    config = {"role": "baseline", **TRAINING, "epochs": 2, "seed": 3}
-    runs = [fn_args(tmp_path / str(i), example_files, "run", config) for i in range(2)]
-    for args in runs:
-        run_fn(args)
-    (history_a, _, weights_a), (history_b, _, weights_b) = outputs(runs[0]), outputs(runs[1])
+def test_same_seed_same_metrics(tmp_path, example_files, uninterrupted_runs):  # noqa: F811
+    config = {"role": "baseline", "method": "", **BASELINE_RESUMED}  # the resume test's reference, shared
+    first = uninterrupted_runs(example_files, config, None)
+    again = fn_args(tmp_path / "again", example_files, "run", config)
+    run_fn(again)
+    (history_a, _, weights_a), (history_b, _, weights_b) = outputs(first), outputs(again)
     assert without_times(history_a) == without_times(history_b)
     assert weights_a.keys() == weights_b.keys()
     for name in weights_a:
