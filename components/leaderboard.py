@@ -285,6 +285,11 @@ def plot_gains(rows: list[dict]) -> bytes:
 def plot_superclass_gains(records: list[dict]) -> bytes:
     compared = [r for r in records if "superclass_gain" in r]
     methods = sorted({r["method"] for r in compared})
+    if not methods:  # e.g. every student diverged: the report still has the figure, saying why it is empty
+        figure, axes = plt.subplots(figsize=(6, 2))
+        axes.text(0.5, 0.5, "no student was evaluated against its baseline", ha="center", va="center")
+        axes.set_axis_off()
+        return _png(figure)
     matrix = np.array([[100 * statistics.fmean(r["superclass_gain"].get(k, np.nan) for r in compared
                                                if r["method"] == method)
                         for method in methods] for k in range(len(COARSE_LABEL_NAMES))])

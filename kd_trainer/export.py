@@ -29,7 +29,12 @@ class ExportModule(tf.Module):
 
     def __init__(self, model: keras.Model):
         super().__init__(name="kd_export")
-        self.model = model
+        # The SavedModel tracks the network's variables, not the Keras model: a tracked Keras
+        # model makes tf.saved_model.save also trace every layer's call functions for Keras'
+        # own loader, which nothing here uses and which took most of the export time (resnet32:
+        # 46 s against 17 s, resnet8: 13-31 s against 5 s, on 2 AMD EPYC cores, 2026-11-30).
+        self.model = self._no_dependency(model)
+        self.network_variables = list(model.variables)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
     def serve_examples(self, examples: tf.Tensor) -> dict[str, tf.Tensor]:

@@ -62,13 +62,13 @@ def test_finite_training_records_no_divergence(tmp_path, example_files):  # noqa
 
 
 def test_pipeline_skips_evaluating_a_diverged_student_and_reports_it(tmp_path, tiny_archive, diverging_method):
-    """A tiny pipeline: the diverged student gets no Evaluator run (so no blessing); the other
-    student is evaluated and blessed or not; the leaderboard lists the failure."""
+    """A tiny pipeline: the diverged student gets no Evaluator run (so no blessing); the teacher,
+    behind the same kind of condition, is evaluated; the leaderboard lists the failure."""
     from pipelines import local_runner, presets, results
     from conftest import SMOKE_OVERRIDES
 
     preset = presets.resolve("smoke", [f"data.data_dir={tiny_archive.parent}", *SMOKE_OVERRIDES,
-                                       f'methods=["soft_logits", "{diverging_method}"]',
+                                       f'methods=["{diverging_method}"]',
                                        f"method_params.{diverging_method}.at_step=2"])
     paths = local_runner.local_paths(preset, tmp_path)
     local_runner.run(preset, paths)
@@ -77,12 +77,12 @@ def test_pipeline_skips_evaluating_a_diverged_student_and_reports_it(tmp_path, t
     diverged = artifacts[f"Trainer.{diverging_method}_trial1"]["Model"]
     assert diverged.custom_properties["diverged"].int_value == 1
     assert json.loads(diverged.custom_properties["divergence"].string_value)["step"] == 3
-    assert artifacts["Trainer.soft_logits_trial1"]["Model"].custom_properties["diverged"].int_value == 0
+    assert artifacts["Trainer.teacher"]["Model"].custom_properties["diverged"].int_value == 0
     assert not artifacts.get(f"Evaluator.{diverging_method}_trial1"), "a diverged model was evaluated"
-    assert "ModelBlessing" in artifacts["Evaluator.soft_logits_trial1"]
+    assert "ModelEvaluation" in artifacts["Evaluator.teacher"]
 
     board = json.load(open(os.path.join(results.leaderboard_dir(artifacts), "leaderboard.json")))
     rows = {row["label"]: row for row in board["rows"]}
     assert rows[diverging_method]["failures"] == ["non-finite loss at stage main, epoch 1, step 3"]
     assert rows[diverging_method]["blessed"] == 0 and "top1" not in rows[diverging_method]
-    assert "top1" in rows["soft_logits"] and rows["soft_logits"]["failures"] == []
+    assert "top1" in rows["Teacher"] and rows["Teacher"]["failures"] == []

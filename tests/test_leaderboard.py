@@ -60,6 +60,17 @@ def test_report_files_are_written(tmp_path):
     assert "Code revision: abc" in (tmp_path / "leaderboard.md").read_text()
 
 
+def test_a_run_whose_every_student_failed_still_gets_its_report(tmp_path):
+    diverged = {key: value for key, value in record("student", "at", 1, 0.0, [0.05]).items()
+                if key not in ("top1", "top5", "cross_entropy", "ece", "superclass_top1", "superclass_metrics")}
+    diverged.update(blessed=False, failure="non-finite loss at stage main, epoch 1, step 3")
+    rows = leaderboard.write_report(str(tmp_path), [*RECORDS[:2], diverged], {"name": "unit"}, "Unit report")
+    assert [row["label"] for row in rows] == ["Teacher", "Student (baseline)", "at"]
+    assert rows[2]["failures"] == ["non-finite loss at stage main, epoch 1, step 3"]
+    assert (tmp_path / "superclass_gains.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| at | 1 | failed | failed | failed |  | failed | failed | failed | 0/1 |" in (tmp_path / "leaderboard.md").read_text()
+
+
 def test_one_trial_shows_the_mean_without_a_spread():
     teacher_row = leaderboard.aggregate(RECORDS)[0]
     assert leaderboard.table_cells(teacher_row)[2:4] == ["40.00", "41.00"]
