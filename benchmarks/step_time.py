@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import os
 
-os.environ["TF_USE_LEGACY_KERAS"] = "1"
+import pipelines  # noqa: F401  (kd's environment before TensorFlow loads: Keras 2, oneDNN unless =0)
 
 import argparse  # noqa: E402
 import datetime  # noqa: E402
@@ -232,7 +232,8 @@ def markdown(rows: list[dict], batch: int, rounds: int, steps: int) -> str:
         f"- Date: {datetime.date.today().isoformat()}",
         f"- Machine: {machine()}",
         f"- Code revision: {code_revision()}",
-        f"- Device: {DEVICE['name']}, {DEVICE['mixed_precision']}, XLA {'on' if DEVICE['jit_compile'] else 'off'}",
+        f"- Device: {DEVICE['name']}, {DEVICE['mixed_precision']}, XLA {'on' if DEVICE['jit_compile'] else 'off'}, "
+        f"TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS', '(unset)')}",
         f"- Command: `benchmarks/step_time.py` (batch {batch}, median of {rounds} x {steps} steps after warm-up, "
         "timed in turns; compiled Keras train function, input pipeline excluded)",
         "- Floor = plain student step + teacher forward pass on the same batch, except for DML and",
