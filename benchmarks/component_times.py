@@ -9,14 +9,10 @@ Cached components show how long finding the cache hit took.
 
 from __future__ import annotations
 
-import os
+import argparse
+from pathlib import Path
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-
-import argparse  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-from pipelines import results  # noqa: E402
+from pipelines import results  # its package sets kd's environment before TensorFlow loads
 
 
 def markdown(records: list[results.ExecutionRecord]) -> str:

@@ -41,7 +41,7 @@ def unfinished_run_reason(pipeline_root: Path, metadata_path: Path) -> str | Non
     try:
         artifacts = results.latest_artifacts(metadata.sqlite_metadata_connection_config(str(metadata_path)),
                                              pipeline_name)
-    except results.RunFolderError:  # the store holds other pipelines only
+    except results.PipelineNotInStoreError:  # the store holds other pipelines only (broken stores still raise)
         return f"{metadata_path} records no component of the pipeline {pipeline_name}"
     if not any(component.startswith("Evaluator.") and component != evaluator_id("teacher")
                and "ModelEvaluation" in outputs for component, outputs in artifacts.items()):

@@ -32,6 +32,16 @@ class RunFolderError(ValueError):
     """A run folder or metadata store is missing, broken or incomplete."""
 
 
+class PipelineNotInStoreError(RunFolderError):
+    """The metadata store is readable but records no run of the pipeline asked for."""
+
+
+def _pipeline_not_in_store(store: metadata_store.MetadataStore, pipeline_name: str) -> PipelineNotInStoreError:
+    pipelines = sorted({c.name.split(".")[0] for c in store.get_contexts_by_type("node")})
+    return PipelineNotInStoreError(f"no run of pipeline '{pipeline_name}' in the store (it has: {pipelines or 'none'}; "
+                                   f"give --pipeline-name)")
+
+
 def readonly_connection_config(path: str | os.PathLike) -> metadata_store_pb2.ConnectionConfig:
     """A read-only ConnectionConfig for an existing ML Metadata SQLite file, after checking it
     is one: an empty, garbage or truncated file, or one without MLMD's tables, fails here
@@ -92,9 +102,7 @@ def _latest_artifacts(store: metadata_store.MetadataStore,
                 newest[name] = artifact
         result[context.name[len(prefix):]] = newest
     if not result:
-        pipelines = sorted({c.name.split(".")[0] for c in store.get_contexts_by_type("node")})
-        raise RunFolderError(f"no run of pipeline '{pipeline_name}' in the store (it has: {pipelines or 'none'}; "
-                             f"give --pipeline-name)")
+        raise _pipeline_not_in_store(store, pipeline_name)
     return result
 
 
@@ -118,7 +126,7 @@ def latest_run_executions(connection_config: metadata_store_pb2.ConnectionConfig
     runs = [run for run in store.get_contexts_by_type("pipeline_run")
             if any(e.id in node_of for e in store.get_executions_by_context(run.id))]
     if not runs:
-        raise RunFolderError(f"no run of pipeline '{pipeline_name}' in the store")
+        raise _pipeline_not_in_store(store, pipeline_name)
     executions = sorted((e for e in store.get_executions_by_context(max(runs, key=lambda c: c.id).id)
                          if e.id in node_of), key=lambda e: (e.create_time_since_epoch, e.id))
     return [ExecutionRecord(node_of[e.id], metadata_store_pb2.Execution.State.Name(e.last_known_state),
