@@ -3,7 +3,8 @@
 Floor = one plain student training step (CE + weight decay) + one teacher forward pass on
 the same batch: what any distillation step must at least cost. Two methods do more by
 design and have their own floor: DML trains a teacher-sized peer (floor = student step +
-plain peer step), Jacobian matching back-propagates through both networks' input gradients
+plain peer step, + one training-mode peer forward in its default sequential order, where the
+student's step sees the updated peer; the simultaneous order is timed too), Jacobian matching back-propagates through both networks' input gradients
 (floor = a student step whose objective includes its input gradient, i.e. a double
 backward, + a teacher forward and backward to the input). The teacher is a real export
 loaded from disk, as in a student Trainer. Steps run through Keras' compiled train function
@@ -76,9 +77,10 @@ def train_step_fn(distiller: Distiller, images, labels):
     return lambda: {k: v.numpy() for k, v in train_function(iterator).items()}
 
 
-def distiller_for(student_name: str, teacher_name: str, method_name: str | None, teacher, stage: str) -> Distiller:
+def distiller_for(student_name: str, teacher_name: str, method_name: str | None, teacher, stage: str,
+                  params: dict | None = None) -> Distiller:
     student = models.build_model(student_name)
-    method = methods.create(method_name) if method_name else None
+    method = methods.create(method_name, params) if method_name else None
     if method is not None:  # as run_fn does: the run's length (warm-ups), CRD's labels by example index
         method.prepare(RunInfo(main_epochs=REFERENCE_EPOCHS, example_labels=(
             np.arange(TRAIN_EXAMPLES) % models.NUM_CLASSES if method.uses_example_index else None)))
@@ -111,8 +113,17 @@ def double_backward_step_fn(student_name: str, images, labels):
 
 DEFAULT_FLOOR = ("(student step)", "(teacher forward)")
 # Methods that do more than a student step and a teacher forward by design (module docstring).
-OWN_FLOORS = {"dml": ("(student step)", "(peer step)"),
+# DML's default, sequential order (methods/dml.py) runs the updated peer forward once more for
+# the student's step, which its floor counts; its simultaneous order does not need that pass.
+OWN_FLOORS = {"dml": ("(student step)", "(peer step)", "(peer forward)"),
+              "dml update_order=simultaneous": ("(student step)", "(peer step)"),
               "jacobian": ("(student double-backward step)", "(teacher forward + backward)")}
+# Non-default parameters also timed when the method is: {method: [params]}.
+VARIANTS = {"dml": [{"update_order": "simultaneous"}]}
+
+
+def variant_name(method: str, params: dict) -> str:
+    return " ".join([method, *(f"{key}={value}" for key, value in params.items())])
 
 
 def interleaved_medians(steps: dict, warmup: int, rounds: int, steps_per_round: int) -> dict[str, float]:
@@ -146,13 +157,17 @@ def benchmark_pair(teacher_name: str, student_name: str, batch: int, warmup: int
         if "dml" in method_names:
             part_steps["(peer step)"] = train_step_fn(
                 distiller_for(teacher_name, teacher_name, None, teacher, MAIN_STAGE), images, labels)
+            peer = models.build_model(teacher_name)
+            peer_forward = tf.function(lambda: peer(images, training=True)["logits"])
+            part_steps["(peer forward)"] = lambda: peer_forward().numpy()
         if "jacobian" in method_names:
             part_steps["(student double-backward step)"] = double_backward_step_fn(student_name, images, labels)
             teacher_backward = tf.function(lambda: with_input_gradient(teacher, images, labels)[INPUT_GRADIENT])
             part_steps["(teacher forward + backward)"] = lambda: teacher_backward().numpy()
-        method_steps = {(name, stage): train_step_fn(distiller_for(student_name, teacher_name, name, teacher, stage),
-                                                     images, labels)
-                        for name in method_names for stage in methods.method_class(name).stages}
+        method_steps = {(variant_name(name, params), stage): train_step_fn(
+            distiller_for(student_name, teacher_name, name, teacher, stage, params), images, labels)
+            for name in method_names for params in [{}, *VARIANTS.get(name, [])]
+            for stage in methods.method_class(name).stages}
         seconds = interleaved_medians({**part_steps, **method_steps}, warmup, rounds, steps)
     rows = [{"method": part, "stage": "", "seconds": seconds[part]} for part in part_steps]
     for name, stage in method_steps:

@@ -120,7 +120,8 @@ class Executor(base_executor.BaseExecutor):
         teacher_dir = path_utils.serving_model_path(model.uri, path_utils.is_old_model_artifact(model))
         teacher, loaded = export.load_teacher(teacher_dir)
         generated = impressions.generate(teacher, export.classifier_kernel(loaded).numpy(), options,
-                                         seed=int(exec_properties["seed"]))
+                                         seed=int(exec_properties["seed"]),
+                                         normalization=export.input_normalization(loaded))
 
         output.split_names = artifact_utils.encode_split_names(list(SPLITS))
         write_impressions(generated, artifact_utils.get_split_uri([output], "train"))

@@ -123,6 +123,9 @@ class TrainerConfig(TrainingConfig):
     method: str = ""
     method_params: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     teacher_model: str = ""  # the teacher's architecture (DML trains a peer of it)
+    # How the images are standardised for the networks (model_specs.INPUT_NORMALIZATIONS); a
+    # student's must be its teacher's, which sees the same normalized batch.
+    input_normalization: str = model_specs.DEFAULT_INPUT_NORMALIZATION
     seed: int = 0
     trial: int = 1
     # Of the code this Trainer runs (pipelines/revision.py): part of its cache key. The git
@@ -139,6 +142,9 @@ class TrainerConfig(TrainingConfig):
             problems.append(f"role '{self.role}' trains without distillation; method must be empty")
         if self.teacher_model and self.teacher_model not in model_specs.MODEL_SPECS:
             problems.append(f"unknown teacher_model {self.teacher_model!r}")
+        if self.input_normalization not in model_specs.INPUT_NORMALIZATIONS:
+            problems.append(f"unknown input_normalization {self.input_normalization!r}; "
+                            f"valid: {', '.join(model_specs.INPUT_NORMALIZATIONS)}")
         if self.method and self.method not in methods.CATALOG:
             problems.append(f"unknown method {self.method!r}; valid: {', '.join(sorted(methods.CATALOG))}")
         problems += collect(int_problem("trial", self.trial, 1, MAX_TRIALS),

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from kd_trainer.model_specs import DEFAULT_INPUT_NORMALIZATION, INPUT_NORMALIZATIONS
+
 IMAGE_SHAPE = (32, 32, 3)
-# Per-channel statistics of the CIFAR-100 training set, in RGB order.
-CHANNEL_MEAN = (0.5071, 0.4865, 0.4409)
-CHANNEL_STD = (0.2673, 0.2564, 0.2762)
 PAD = 4
 # Epoch e of seed s shuffles and augments with seed s * stride + e: distinct for every run
 # shorter than `stride` epochs.
@@ -43,15 +42,18 @@ def decode_images(image_raw: tf.Tensor) -> tf.Tensor:
     return tf.reshape(flat, tf.concat([tf.shape(image_raw), IMAGE_SHAPE], axis=0))
 
 
-def normalize(images: tf.Tensor) -> tf.Tensor:
-    """uint8 RGB images -> float32, per-channel standardized (the models' input)."""
+def normalize(images: tf.Tensor, normalization: str = DEFAULT_INPUT_NORMALIZATION) -> tf.Tensor:
+    """uint8 (or pixel-valued float) RGB images -> float32, per-channel standardized with the
+    statistics named `normalization` (model_specs.INPUT_NORMALIZATIONS): the models' input."""
+    mean, std = INPUT_NORMALIZATIONS[normalization]
     scaled = tf.cast(images, tf.float32) / 255.0
-    return (scaled - tf.constant(CHANNEL_MEAN)) / tf.constant(CHANNEL_STD)
+    return (scaled - tf.constant(mean)) / tf.constant(std)
 
 
-def denormalize(images: tf.Tensor) -> tf.Tensor:
+def denormalize(images: tf.Tensor, normalization: str = DEFAULT_INPUT_NORMALIZATION) -> tf.Tensor:
     """Inverse of `normalize`: model inputs -> float RGB pixel values on the 0-255 scale."""
-    return (tf.convert_to_tensor(images, tf.float32) * tf.constant(CHANNEL_STD) + tf.constant(CHANNEL_MEAN)) * 255.0
+    mean, std = INPUT_NORMALIZATIONS[normalization]
+    return (tf.convert_to_tensor(images, tf.float32) * tf.constant(std) + tf.constant(mean)) * 255.0
 
 
 def parse_examples(serialized: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -163,7 +165,8 @@ def count(dataset: tf.data.Dataset) -> int:
 
 
 def training_batches(records: tf.data.Dataset, batch_size: int, seed: int, num_examples: int,
-                     first_epoch: int, epochs: int, one_crop_per_batch: bool = False) -> tf.data.Dataset:
+                     first_epoch: int, epochs: int, one_crop_per_batch: bool = False,
+                     normalization: str = DEFAULT_INPUT_NORMALIZATION) -> tf.data.Dataset:
     """Epochs `first_epoch` .. `first_epoch + epochs - 1` of shuffled, augmented, normalized
     full batches (the remainder of each epoch is dropped). Elements are (images, labels), or
     (images, labels, indices) from `load_indexed_records`.
@@ -178,7 +181,8 @@ def training_batches(records: tf.data.Dataset, batch_size: int, seed: int, num_e
         batches = (tf.data.Dataset.from_tensor_slices(tuple(tf.gather(part, order) for part in split))
                    .batch(batch_size, drop_remainder=True))
         return batches.enumerate().map(
-            lambda step, batch: (normalize(augment_batch(batch[0], tf.stack([epoch_key, step]), one_crop_per_batch)),
+            lambda step, batch: (normalize(augment_batch(batch[0], tf.stack([epoch_key, step]), one_crop_per_batch),
+                                           normalization),
                                  *batch[1:]),
             num_parallel_calls=tf.data.AUTOTUNE)
 
@@ -188,8 +192,9 @@ def training_batches(records: tf.data.Dataset, batch_size: int, seed: int, num_e
             .prefetch(tf.data.AUTOTUNE))
 
 
-def evaluation_batches(records: tf.data.Dataset, batch_size: int) -> tf.data.Dataset:
+def evaluation_batches(records: tf.data.Dataset, batch_size: int,
+                       normalization: str = DEFAULT_INPUT_NORMALIZATION) -> tf.data.Dataset:
     """Unaugmented, normalized batches in file order (the last one may be smaller)."""
     return (records.batch(batch_size)
-            .map(lambda images, labels: (normalize(images), labels), num_parallel_calls=tf.data.AUTOTUNE)
+            .map(lambda images, labels: (normalize(images, normalization), labels), num_parallel_calls=tf.data.AUTOTUNE)
             .prefetch(tf.data.AUTOTUNE))

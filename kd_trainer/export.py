@@ -3,6 +3,7 @@
 Every trained network (teacher, baseline, student) is exported the same way:
   serving_default  serialized tf.Examples -> {logits, probabilities}   (TFMA, serving)
   feature_taps     normalized images [B, 32, 32, 3] -> every tap        (student Trainers)
+  input_normalization()  the name of the normalization both expect (data.normalize)
 A student Trainer therefore needs nothing but the teacher's `base_model` path, and a teacher
 of an earlier run can be imported (`check_teacher_model` checks it first).
 """
@@ -16,6 +17,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from kd_trainer import data
+from kd_trainer.model_specs import DEFAULT_INPUT_NORMALIZATION
 from kd_trainer.models import INPUT_SHAPE
 
 SERVING_SIGNATURE = "serving_default"
@@ -27,8 +29,9 @@ CLASSIFIER_KERNEL = "logits/kernel:0"
 class ExportModule(tf.Module):
     """Wraps a tap-dict Keras model with the two exported functions."""
 
-    def __init__(self, model: keras.Model):
+    def __init__(self, model: keras.Model, normalization: str = DEFAULT_INPUT_NORMALIZATION):
         super().__init__(name="kd_export")
+        self.normalization = normalization
         # The SavedModel tracks the network's variables, not the Keras model: a tracked Keras
         # model makes tf.saved_model.save also trace every layer's call functions for Keras'
         # own loader, which nothing here uses and which took most of the export time (resnet32:
@@ -39,7 +42,8 @@ class ExportModule(tf.Module):
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
     def serve_examples(self, examples: tf.Tensor) -> dict[str, tf.Tensor]:
         features = tf.io.parse_example(examples, {"image_raw": tf.io.FixedLenFeature([], tf.string)})
-        logits = self.model(data.normalize(data.decode_images(features["image_raw"])), training=False)["logits"]
+        images = data.normalize(data.decode_images(features["image_raw"]), self.normalization)
+        logits = self.model(images, training=False)["logits"]
         logits = tf.cast(logits, tf.float32)  # a mixed-precision network computes in bfloat16/float16
         return {"logits": logits, "probabilities": tf.nn.softmax(logits)}
 
@@ -47,9 +51,13 @@ class ExportModule(tf.Module):
     def feature_taps(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
         return {name: tf.cast(tap, tf.float32) for name, tap in self.model(images, training=False).items()}
 
+    @tf.function(input_signature=[])
+    def input_normalization(self) -> tf.Tensor:
+        return tf.constant(self.normalization)
 
-def save(model: keras.Model, export_dir: str) -> None:
-    module = ExportModule(model)
+
+def save(model: keras.Model, export_dir: str, normalization: str = DEFAULT_INPUT_NORMALIZATION) -> None:
+    module = ExportModule(model, normalization)
     tf.saved_model.save(module, export_dir, signatures={SERVING_SIGNATURE: module.serve_examples,
                                                         TAPS_SIGNATURE: module.feature_taps})
 
@@ -63,6 +71,14 @@ def load_teacher(export_dir: str):
     if not hasattr(loaded, TAPS_SIGNATURE):
         raise ValueError(f"{export_dir}: not a kd_trainer export (no '{TAPS_SIGNATURE}' function)")
     return loaded.feature_taps, loaded
+
+
+def input_normalization(loaded) -> str:
+    """The normalization a loaded export's `feature_taps` expects; exports that predate the
+    record used the default."""
+    if not hasattr(loaded, "input_normalization"):
+        return DEFAULT_INPUT_NORMALIZATION
+    return loaded.input_normalization().numpy().decode()
 
 
 def classifier_kernel(loaded) -> tf.Tensor:
@@ -93,14 +109,16 @@ def _signature_outputs(saved_model_dir: str) -> dict[str, tuple[dict, set[str]]]
             if not name.startswith("__")}  # not TensorFlow's own __saved_model_init_op
 
 
-def check_teacher_model(uri: str, architecture: str, taps_by_method: dict[str, tuple[str, ...]]) -> str:
+def check_teacher_model(uri: str, architecture: str, taps_by_method: dict[str, tuple[str, ...]],
+                        normalization: str = DEFAULT_INPUT_NORMALIZATION) -> str:
     """The Model artifact folder behind `uri`, after checking that it holds a teacher this run can use.
 
     `uri` is a Model artifact folder of an earlier run (trainer_config.json, history.json and
     Format-Serving/) or its Format-Serving SavedModel. Checked: it exists, is a SavedModel with
     this project's two signatures, its `feature_taps` outputs every tap in `taps_by_method`
     ({method: teacher taps}), and its trainer_config.json describes a teacher of `architecture`
-    that trained to the end. Errors name the path, what was expected and what was found.
+    that trained to the end on images normalized as `normalization` (data.normalization; the
+    students feed it their batches). Errors name the path, what was expected and what was found.
     """
     uri = uri.rstrip("/")
     if not tf.io.gfile.exists(uri):
@@ -145,4 +163,10 @@ def check_teacher_model(uri: str, architecture: str, taps_by_method: dict[str, t
             f"teacher.import_from: {config_path}: expected a teacher of architecture '{architecture}' (teacher.model) "
             f"that trained to the end; found role {found['role']!r}, model {found['model']!r}, divergence "
             f"{found['divergence']!r} (set teacher.model to the teacher's architecture)")
+    found_normalization = config.get("input_normalization", DEFAULT_INPUT_NORMALIZATION)
+    if found_normalization != normalization:
+        raise TeacherImportError(
+            f"teacher.import_from: {config_path}: the teacher was trained on images normalized as "
+            f"'{found_normalization}', this run normalizes them as '{normalization}' (set data.normalization="
+            f"{found_normalization})")
     return model_dir

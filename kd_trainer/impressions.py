@@ -121,8 +121,10 @@ def make_optimiser(teacher: TeacherFn, options: ImpressionOptions
     return optimise
 
 
-def generate(teacher: TeacherFn, kernel: np.ndarray, options: ImpressionOptions, seed: int) -> Impressions:
-    """Synthesises `options.num_impressions` impressions from the teacher and its final dense kernel."""
+def generate(teacher: TeacherFn, kernel: np.ndarray, options: ImpressionOptions, seed: int,
+             normalization: str = data.DEFAULT_INPUT_NORMALIZATION) -> Impressions:
+    """Synthesises `options.num_impressions` impressions from the teacher and its final dense kernel;
+    `normalization` is the teacher's (export.input_normalization)."""
     similarity = class_similarity(kernel)
     classes, beta_index = layout(options.num_impressions, similarity.shape[0], len(options.betas))
     rng = np.random.default_rng(seed)
@@ -132,8 +134,8 @@ def generate(teacher: TeacherFn, kernel: np.ndarray, options: ImpressionOptions,
     images, losses, curve = [], [], np.zeros(options.iterations + 1)
     for start in range(0, options.num_impressions, options.batch_size):
         batch = slice(start, start + options.batch_size)
-        optimised, loss, batch_curve = optimise(data.normalize(noise[batch]), targets[batch])
-        images.append(data.denormalize(optimised).numpy())
+        optimised, loss, batch_curve = optimise(data.normalize(noise[batch], normalization), targets[batch])
+        images.append(data.denormalize(optimised, normalization).numpy())
         losses.append(loss.numpy())
         curve += batch_curve.numpy() * len(loss) / options.num_impressions
         logging.info("Data impressions %d-%d of %d: teacher loss %.4f -> %.4f", start + 1, start + len(loss),

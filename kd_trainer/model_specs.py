@@ -12,6 +12,16 @@ import dataclasses
 
 NUM_CLASSES = 100
 INPUT_SHAPE = (32, 32, 3)
+# How the networks see an image (kd_trainer/data.py: normalize): per-channel (mean, std) of RGB
+# images on the 0-1 scale, by name. "cifar100_rgb": the training set's statistics. "seed_bgr":
+# the seed's bug (train_w_distill.py:207 at eecb346): the same statistics in BGR order, 112.4776,
+# 124.1058, 129.3773 / 70.4587, 65.4312, 68.2094 on the 0-255 scale, applied to RGB images.
+DEFAULT_INPUT_NORMALIZATION = "cifar100_rgb"
+INPUT_NORMALIZATIONS = {
+    DEFAULT_INPUT_NORMALIZATION: ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+    "seed_bgr": (tuple(v / 255.0 for v in (112.4776, 124.1058, 129.3773)),
+                 tuple(v / 255.0 for v in (70.4587, 65.4312, 68.2094))),
+}
 
 
 @dataclasses.dataclass(frozen=True)

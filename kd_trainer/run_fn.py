@@ -194,7 +194,8 @@ def train(config: TrainerConfig, train_files: list[str], eval_files: list[str], 
     if num_train < config.batch_size:
         raise ValueError(f"{num_train} training examples in {train_files}, fewer than batch_size {config.batch_size}")
     steps_per_epoch = num_train // config.batch_size
-    eval_batches = data.evaluation_batches(data.load_records(eval_files), config.eval_batch_size)
+    eval_batches = data.evaluation_batches(data.load_records(eval_files), config.eval_batch_size,
+                                           config.input_normalization)
     if method is not None:
         method.prepare(RunInfo(config.epochs, config.seed, example_labels=labels_by_index(
             train_records, num_train, train_files) if method.uses_example_index else None))
@@ -207,7 +208,11 @@ def train(config: TrainerConfig, train_files: list[str], eval_files: list[str], 
     if method is not None and method.needs_teacher:
         if not teacher_dir:
             raise ValueError(f"method '{config.method}' needs the teacher as the Trainer's base_model")
-        teacher, _teacher_module = export.load_teacher(teacher_dir)
+        teacher, teacher_module = export.load_teacher(teacher_dir)
+        teacher_normalization = export.input_normalization(teacher_module)
+        if teacher_normalization != config.input_normalization:
+            raise ValueError(f"{teacher_dir}: the teacher expects images normalized as '{teacher_normalization}', "
+                             f"this student's input_normalization is '{config.input_normalization}'")
     if method is not None and method.trains_peer:
         if not config.teacher_model:
             raise ValueError(f"method '{config.method}' needs teacher_model (the peer's architecture)")
@@ -264,7 +269,8 @@ def train(config: TrainerConfig, train_files: list[str], eval_files: list[str], 
             monitor.stage_first_epoch = done
             distiller.fit(data.training_batches(train_records, config.batch_size, config.seed, num_train,
                                                 first_epoch=first_epoch, epochs=done + epochs - first_epoch,
-                                                one_crop_per_batch=config.one_crop_per_batch),
+                                                one_crop_per_batch=config.one_crop_per_batch,
+                                                normalization=config.input_normalization),
                           steps_per_epoch=steps_per_epoch, initial_epoch=first_epoch, epochs=done + epochs,
                           validation_data=eval_batches, callbacks=stage_callbacks, verbose=2)
             done += epochs
@@ -291,7 +297,7 @@ def run_fn(fn_args) -> None:
         config.to_dict(), fn_args.train_files, fn_args.eval_files, fn_args.base_model))
     outcome = train(config, fn_args.train_files, fn_args.eval_files, fn_args.base_model,
                     log_dir=fn_args.model_run_dir, checkpoints=checkpoints)
-    export.save(outcome.student, fn_args.serving_model_dir)
+    export.save(outcome.student, fn_args.serving_model_dir, config.input_normalization)
     model_dir = os.path.dirname(fn_args.serving_model_dir.rstrip("/"))
     write_json(os.path.join(model_dir, HISTORY_FILE), outcome.history)
     write_json(os.path.join(model_dir, CONFIG_FILE), {

@@ -185,7 +185,8 @@ def imported_teacher(preset: Preset):
 
     Its Model artifact is marked as trained to the end (the check refuses a diverged one).
     """
-    model_dir = export.check_teacher_model(preset.teacher.import_from, preset.teacher.model, teacher_taps(preset))
+    model_dir = export.check_teacher_model(preset.teacher.import_from, preset.teacher.model, teacher_taps(preset),
+                                           preset.data.normalization)
     return tfx.dsl.Importer(source_uri=model_dir, artifact_type=tfx.types.standard_artifacts.Model,
                             custom_properties={DIVERGED_PROPERTY: 0}).with_id(TEACHER_IMPORTER)
 

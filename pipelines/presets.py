@@ -18,7 +18,8 @@ from typing import Any
 from kd_trainer import methods
 from kd_trainer.config import (MAX_SEED, MAX_TRIALS, ImpressionOptions, TrainerConfig, TrainingConfig, collect,
                                int_problem, number_problem)
-from kd_trainer.model_specs import MOBILE_MODELS, MODEL_SPECS, NUM_CLASSES, tap_shapes
+from kd_trainer.model_specs import (DEFAULT_INPUT_NORMALIZATION, INPUT_NORMALIZATIONS, MOBILE_MODELS, MODEL_SPECS,
+                                    NUM_CLASSES, tap_shapes)
 
 
 class PresetError(ValueError):
@@ -35,6 +36,9 @@ class DataConfig:
     eval_per_class: int | None = None  # None: all 100 test images per class
     require_official_sizes: bool = True
     seed: int = 0
+    # How every network of the run sees an image (model_specs.INPUT_NORMALIZATIONS): "seed_bgr"
+    # runs the seed's BGR-statistics bug (docs/fidelity.md).
+    normalization: str = DEFAULT_INPUT_NORMALIZATION
 
 
 MAX_GPUS_PER_TRAINER = 16
@@ -150,6 +154,7 @@ class Preset:
         training = self.teacher if role == "teacher" else self.student_training()
         return TrainerConfig(role=role, method=method, method_params=self.method_params.get(method, {}),
                              teacher_model=self.teacher.model if role == "student" else "",
+                             input_normalization=self.data.normalization,
                              seed=self.seed + trial - 1, trial=trial,
                              **{f.name: getattr(training, f.name) for f in dataclasses.fields(TrainingConfig)})
 
@@ -233,6 +238,8 @@ def validate(preset: Preset) -> None:
         limit = 500 if key == "train_per_class" else 100
         if value is not None and (not isinstance(value, int) or not 1 <= value <= limit):
             problems.append(f"data.{key} must be null or an integer in [1, {limit}], got {value!r}")
+    if data.normalization not in INPUT_NORMALIZATIONS:
+        problems.append(f"data.normalization must be one of {', '.join(INPUT_NORMALIZATIONS)}, got {data.normalization!r}")
     if preset.protocol not in PROTOCOLS:
         problems.append(f"protocol must be one of {PROTOCOLS}, got {preset.protocol!r}")
     if preset.mobile_student_learning_rate is not None and not 0 < preset.mobile_student_learning_rate <= 10:
@@ -444,7 +451,8 @@ def resolve(name: str, overrides: list[str] | tuple[str, ...] = ()) -> Preset:
         from kd_trainer import export  # TensorFlow: only when a teacher is imported
 
         try:
-            export.check_teacher_model(preset.teacher.import_from, preset.teacher.model, teacher_taps(preset))
+            export.check_teacher_model(preset.teacher.import_from, preset.teacher.model, teacher_taps(preset),
+                                       preset.data.normalization)
         except export.TeacherImportError as error:
             raise PresetError(f"invalid preset '{name}': {error}") from None
     return preset

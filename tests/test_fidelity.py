@@ -386,3 +386,50 @@ def test_bug_compatible_fields_are_preset_fields():
     assert config.method_params["alignment"] == "seed"
     with pytest.raises(presets.PresetError, match="must be one of per_teacher_vector, seed"):
         presets.resolve("seed", ["method_params.kd_svd.alignment=tf_svd"])
+
+
+# The seed standardised RGB images with the training set's statistics in BGR order
+# (train_w_distill.py:207), on the 0-255 scale.
+SEED_BGR_MEAN = np.array([112.4776, 124.1058, 129.3773])
+SEED_BGR_STD = np.array([70.4587, 65.4312, 68.2094])
+
+
+def test_seed_bgr_normalization_is_the_seeds_preprocessing():
+    from kd_trainer import data
+
+    images = np.random.default_rng(5).integers(0, 256, size=(4, 32, 32, 3), dtype=np.uint8)
+    expected = (images.astype(np.float64) - SEED_BGR_MEAN) / SEED_BGR_STD
+    got = data.normalize(tf.constant(images), "seed_bgr").numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(data.denormalize(got, "seed_bgr").numpy(), images, atol=1e-3)
+    # The fix standardises the red channel with the red statistics, not the blue ones.
+    rgb = data.normalize(tf.constant(images)).numpy()
+    np.testing.assert_allclose(rgb[..., 0], (images[..., 0] / 255.0 - 0.5071) / 0.2673, rtol=1e-5, atol=1e-5)
+    assert not np.allclose(rgb, got, atol=0.1)
+
+
+def test_an_export_serves_and_records_its_normalization(tmp_path):
+    from components.cifar_example_gen import to_example
+    from kd_trainer import data, export
+
+    model = models.build_model("resnet8", WD)
+    export.save(model, str(tmp_path), "seed_bgr")
+    loaded = tf.saved_model.load(str(tmp_path))
+    assert export.input_normalization(loaded) == "seed_bgr"
+    images = np.random.default_rng(6).integers(0, 256, size=(3, 32, 32, 3), dtype=np.uint8)
+    examples = tf.constant([to_example(image, 1, 1, f"{i}.png") for i, image in enumerate(images)])
+    served = loaded.signatures[export.SERVING_SIGNATURE](examples=examples)["logits"].numpy()
+    expected = model((images.astype(np.float32) - SEED_BGR_MEAN.astype(np.float32))
+                     / SEED_BGR_STD.astype(np.float32), training=False)["logits"].numpy()
+    np.testing.assert_allclose(served, expected, rtol=1e-4, atol=1e-4)
+    assert not np.allclose(served, model(data.normalize(images), training=False)["logits"].numpy(), atol=1e-3)
+
+
+def test_seed_bgr_normalization_is_a_data_field():
+    preset = presets.resolve("seed", ["data.normalization=seed_bgr"])
+    for role in ("teacher", "baseline"):
+        assert preset.trainer_config(role).input_normalization == "seed_bgr"
+    assert preset.trainer_config("student", method="at").input_normalization == "seed_bgr"
+    assert presets.resolve("seed").data.normalization == "cifar100_rgb"
+    with pytest.raises(presets.PresetError, match="data.normalization must be one of cifar100_rgb, seed_bgr, got 'bgr'"):
+        presets.resolve("seed", ["data.normalization=bgr"])

@@ -71,6 +71,16 @@ def test_serving_signature_answers_serialized_examples(teacher_export, example_f
     assert taps["stage3"].shape == (5, 8, 8, 64)
 
 
+def test_a_student_normalizing_otherwise_than_its_teacher_fails_before_training(tmp_path, teacher_export,
+                                                                             example_files):
+    config = {"role": "student", "method": "soft_logits", **TRAINING, "epochs": 1, "input_normalization": "seed_bgr"}
+    args = fn_args(tmp_path, example_files, "student", config, base_model=teacher_export.serving_model_dir)
+    with pytest.raises(ValueError, match="the teacher expects images normalized as 'cifar100_rgb', this student's "
+                                         "input_normalization is 'seed_bgr'"):
+        run_fn(args)
+    assert not os.path.exists(args.serving_model_dir)
+
+
 def test_student_distills_from_base_model_only(tmp_path, teacher_export, example_files):
     config = {"role": "student", "method": "soft_logits", **TRAINING, "epochs": 1}
     args = fn_args(tmp_path, example_files, "student", config, base_model=teacher_export.serving_model_dir)

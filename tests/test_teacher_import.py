@@ -73,6 +73,8 @@ def test_every_seed_method_needs_only_exported_taps(tmp_path):
     ({"role": "baseline"}, [], "found role 'baseline', model 'resnet14'"),
     ({}, ["teacher.model=resnet32"], "expected a teacher of architecture 'resnet32'.*found role 'teacher', model 'resnet14'"),
     ({"serving": False}, [], "has no 'serving_default' signature; expected .* found \\['feature_taps'\\]"),
+    ({}, ["data.normalization=seed_bgr"],
+     "trained on images normalized as 'cifar100_rgb', this run normalizes them as 'seed_bgr'"),
 ])
 def test_a_wrong_model_fails_with_expected_and_found(tmp_path, kwargs, overrides, expected):
     model_dir = fake_model_dir(tmp_path, **kwargs)
