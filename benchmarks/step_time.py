@@ -30,6 +30,7 @@ import pipelines  # noqa: F401  (kd's environment before TensorFlow loads: Keras
 
 import argparse  # noqa: E402
 import datetime  # noqa: E402
+import json  # noqa: E402
 import platform  # noqa: E402
 import statistics  # noqa: E402
 import tempfile  # noqa: E402
@@ -240,6 +241,12 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores visible, {device}; TensorFlow {tf.__version__}"
 
 
+def threads() -> str:
+    """TensorFlow's op thread pools (0: TensorFlow's choice, the visible cores)."""
+    return (f"intra-op {tf.config.threading.get_intra_op_parallelism_threads()}, "
+            f"inter-op {tf.config.threading.get_inter_op_parallelism_threads()}")
+
+
 def markdown(rows: list[dict], batch: int, rounds: int, steps: int) -> str:
     lines = [
         "# Training-step benchmark",
@@ -248,7 +255,7 @@ def markdown(rows: list[dict], batch: int, rounds: int, steps: int) -> str:
         f"- Machine: {machine()}",
         f"- Code revision: {code_revision()}",
         f"- Device: {DEVICE['name']}, {DEVICE['mixed_precision']}, XLA {'on' if DEVICE['jit_compile'] else 'off'}, "
-        f"TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS', '(unset)')}",
+        f"TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS', '(unset)')}, threads: {threads()}",
         f"- Command: `benchmarks/step_time.py` (batch {batch}, median of {rounds} x {steps} steps after warm-up, "
         "timed in turns; compiled Keras train function, input pipeline excluded)",
         "- Floor = plain student step + teacher forward pass on the same batch, except for DML and",
@@ -281,7 +288,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--steps", type=int, default=3, help="timed steps per round (see --rounds)")
     parser.add_argument("--rounds", type=int, default=3, help="turns each step takes in the comparison table")
-    parser.add_argument("--output", default="-", help="a file to write the table to ('-': print only)")
+    parser.add_argument("--output", default="-",
+                        help="a file to write the table to ('-': print only; a .json file gets the rows as JSON)")
     parser.add_argument("--methods", default=",".join(SEED_METHODS), help="comma-separated methods to time")
     parser.add_argument("--profile", action="store_true", help="only the KD-SVD / RKD time breakdown")
     parser.add_argument("--device", choices=["cpu", "gpu"], default="cpu",
@@ -311,7 +319,7 @@ def main() -> None:
     if args.output == "-":
         print(table)
     else:
-        Path(args.output).write_text(table)
+        Path(args.output).write_text(json.dumps(rows, indent=1) if args.output.endswith(".json") else table)
         print(f"wrote {args.output}")
 
 
