@@ -321,7 +321,8 @@ def parameter_counts(keras_model=None, torch_model=None) -> tuple[int, int]:
 
 
 def check_twin(ours: OurStep, images, labels, tolerance: float) -> str:
-    """Our weights in the twin (TensorFlow's padding): same loss terms before, same update after, one step.
+    """Our weights in the twin (TensorFlow's padding): the same loss terms (within `tolerance`) and
+    the same weight update (within 10 x `tolerance`, relative to its norm) in one step.
 
     Consumes our step's first (untimed) call. Returns a one-line summary."""
     import numpy as np
@@ -340,7 +341,7 @@ def check_twin(ours: OurStep, images, labels, tolerance: float) -> str:
                 if abs(float(metrics[name]) - value) > tolerance * max(abs(value), 1e-3)]
     # The update of every student weight: ours (after - before) against the twin's.
     twin = dict(student.named_modules())
-    ours_deltas, torch_deltas = [], []
+    ours_deltas, torch_deltas, errors = [], [], {}
     for layer in ours.student.layers:
         if not layer.trainable_weights:
             continue
@@ -351,10 +352,15 @@ def check_twin(ours: OurStep, images, labels, tolerance: float) -> str:
             value = value.transpose(2, 3, 1, 0) if value.ndim == 4 else value.T if value.ndim == 2 else value
             ours_deltas.append((variable.numpy() - before[variable.name]).ravel())
             torch_deltas.append((value - before[variable.name]).ravel())
+            errors[variable.name] = np.linalg.norm(ours_deltas[-1] - torch_deltas[-1]) / np.linalg.norm(ours_deltas[-1])
     ours_delta, torch_delta = np.concatenate(ours_deltas), np.concatenate(torch_deltas)
     update_error = float(np.linalg.norm(ours_delta - torch_delta) / np.linalg.norm(ours_delta))
-    if update_error > tolerance:
-        problems.append(f"weight update differs: |ours - PyTorch| / |ours| = {update_error:.2e}")
+    # Float32 gradients summed in another order: 1.1e-3 (quick) and 2.2e-4 (seed) measured; a wrong
+    # momentum, learning rate or decay is off by far more (Nesterov off: 47%).
+    if update_error > 10 * tolerance:
+        worst = sorted(errors, key=errors.get, reverse=True)[:3]
+        problems.append(f"weight update differs: |ours - PyTorch| / |ours| = {update_error:.2e} (worst: "
+                        + ", ".join(f"{name} {errors[name]:.1e}" for name in worst) + ")")
     if problems:
         raise RuntimeError(f"{config.teacher_model} -> {config.model}: the PyTorch twin does not match ours: "
                            + "; ".join(problems))
@@ -429,7 +435,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="timed steps per side and round")
     parser.add_argument("--threads", type=int, default=visible_cpus(),
                         help="intra-op threads of both frameworks (and inter-op; default: the CPUs visible)")
-    parser.add_argument("--tolerance", type=float, default=1e-3, help="relative tolerance of the twin check")
+    parser.add_argument("--tolerance", type=float, default=1e-3,
+                        help="relative tolerance of the twin check's loss terms (10 x this for the weight update)")
     parser.add_argument("--output", default="-", help="a file to write the table to ('-': print only)")
     args = parser.parse_args()
 
