@@ -12,7 +12,8 @@ Soft-logits objective and student optimiser:
 - PyTorch: a twin of kd_trainer/models.py in eager mode, channels-last, the teacher in eval
   mode under torch.no_grad(), CE + KL of kd_trainer/methods/soft_logits.py (its parameters read
   from the same method object), SGD with the same Nesterov momentum, and the same weight
-  decay as parameter groups (decoupled from the loss, the usual PyTorch form: the same gradient).
+  decay, applied by the optimizer per parameter group (the usual PyTorch form; the same
+  gradient as our L2 loss term).
 
 Before timing, the script checks that the twin is faithful: same parameter counts, and (with
 our weights copied in and TensorFlow's "same" padding) the same loss terms and the same
@@ -485,8 +486,8 @@ def main() -> None:
                     f"TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS', '(unset)')}; PyTorch "
                     f"{torch.get_num_threads()} / inter-op {torch.get_num_interop_threads()}, "
                     f"oneDNN (mkldnn) {'on' if mkldnn else 'off'}"),
-        "Command": f"`{' '.join(['benchmarks/peer_torch.py', *sys.argv[1:]])}` (batch {args.batch}, {args.warmup} "
-                   f"warm-up steps, then {args.rounds} rounds x {args.steps} steps of each side in turns; "
+        "Command": f"`{' '.join(['benchmarks/peer_torch.py', *sys.argv[1:]])}` (batch {args.batch}; warm-up steps: "
+                   f"{args.warmup}, then rounds x steps of each side in turns: {args.rounds} x {args.steps}; "
                    "img/s = batch / median step time)",
     }
     table = markdown(rows, context)
