@@ -9,7 +9,7 @@ export TF_USE_LEGACY_KERAS := 1
 export TF_ENABLE_ONEDNN_OPTS ?= 1
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: setup browser run notebook test compile-kfp clean
+.PHONY: setup browser run notebook test compile-kfp bench-setup bench-peer clean
 
 setup:
 	@bash scripts/setup.sh
@@ -32,6 +32,14 @@ test: setup browser  ## the whole test suite
 compile-kfp: setup  ## the $(PRESET) pipeline as a KFP v2 definition (outputs/kubeflow/kd-$(PRESET).yaml)
 	@[ -n "$(IMAGE)" ] && [ -n "$(PIPELINE_ROOT)" ] || { echo "compile-kfp: set IMAGE=REGISTRY/kd-benchmark:TAG (skaffold build) and PIPELINE_ROOT=gs://BUCKET/PATH" >&2; exit 2; }
 	$(VENV)/bin/kd compile --target kubeflow --preset $(PRESET) --image $(IMAGE) --pipeline-root $(PIPELINE_ROOT) $(ARGS)
+
+# .venv-bench: Python 3.11 with TensorFlow and PyTorch's CPU build, for benchmarks/peer_torch.py (docs/benchmarks.md)
+bench-setup:
+	@bash scripts/setup-bench.sh
+
+# make bench-peer ARGS="--presets quick --rounds 3 --steps 3"
+bench-peer: bench-setup  ## our Soft-logits step against the same step in PyTorch (quick and seed pairs)
+	PYTHONPATH=$(CURDIR) $(or $(KD_BENCH_VENV),.venv-bench)/bin/python benchmarks/peer_torch.py $(ARGS)
 
 clean:
 	rm -rf outputs .pytest_cache
