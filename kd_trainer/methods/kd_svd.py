@@ -20,6 +20,12 @@ iterations than `eigh` costs (docs/benchmarks.md). Around it: only the top-K eig
 columns are reversed into descending order, the Gram matrix has a one-matmul gradient, and the
 RBF maps are laid out [B, K, C_i, C_j] (a channel axis innermost, not K = 4) with their
 gradient written out.
+
+`decomposition="seed_svd"` runs the seed's own decomposition instead (nets/SVP.py:7-30 and
+89-127 at eecb346), a bug-compatible variant: `tf.svd` of each [HW, C] map on the CPU, its
+non-finite entries zeroed, the singular vectors signed as the solver returns them, the seed's
+hand-written gradient, and the loss's non-finite squared differences masked to zero
+(nets/Distillation.py:127).
 """
 
 from __future__ import annotations
@@ -104,6 +110,65 @@ def svd_knowledge(features: tf.Tensor, k: int) -> tuple[tf.Tensor, tf.Tensor]:
     return tf.math.l2_normalize(values, axis=1), canonical_sign(tf.math.l2_normalize(vectors, axis=1))
 
 
+def removenan(x: tf.Tensor) -> tf.Tensor:
+    """The seed's `removenan` (nets/SVP.py:4-5): NaN and +-inf entries become 0."""
+    return tf.where(tf.math.is_finite(x), x, tf.zeros_like(x))
+
+
+def seed_svd_gradient(values: tf.Tensor, left: tf.Tensor, right: tf.Tensor, grad_right: tf.Tensor) -> tf.Tensor:
+    """The seed's `gradient_svd` ('Svd_', nets/SVP.py:89-127), term by term, quirks included:
+    msym(X) = X + X^T without a half, 1 / (s + 1e-8), non-finite entries of K^T zeroed, and the
+    gradients of s and U ignored (right_grad reads dV; left_grad swaps U with V and dU with dV,
+    then reads dU, i.e. dV again). Returns the gradient of the [B, HW, C] input. Where HW >= C
+    (right_grad) this is twice the exact gradient; where C > HW (left_grad) it is not a multiple
+    of it (tests/test_fidelity.py). D diag(a) is written D * a, the same products."""
+    squares = tf.square(values)
+    eye = tf.eye(values.shape[-1], dtype=values.dtype)
+    k = (1.0 - eye) / (squares[:, :, None] - squares[:, None, :] + eye)  # 1 / (s_i^2 - s_j^2)
+    kt = removenan(tf.linalg.matrix_transpose(k))
+
+    def msym(x: tf.Tensor) -> tf.Tensor:
+        return x + tf.linalg.matrix_transpose(x)
+
+    if right.shape[1] > left.shape[1]:  # C > HW: left_grad, with U, V and dU, dV swapped
+        u, v, du = right, left, grad_right
+        d = du * (1.0 / (values + 1e-8))[:, None, :]
+        us = u * values[:, None, :]
+        grad = (tf.matmul(d, v, transpose_b=True)
+                + tf.matmul(u * -tf.linalg.diag_part(tf.matmul(u, d, transpose_a=True))[:, None, :], v,
+                            transpose_b=True)
+                + tf.matmul(2.0 * tf.matmul(us, msym(kt * tf.matmul(
+                    v, -tf.matmul(v, tf.matmul(d, us, transpose_a=True)), transpose_a=True))), v, transpose_b=True))
+        return tf.linalg.matrix_transpose(grad)
+    us = left * values[:, None, :]  # right_grad
+    return tf.matmul(2.0 * tf.matmul(us, msym(kt * tf.matmul(right, grad_right, transpose_a=True))), right,
+                     transpose_b=True)
+
+
+@tf.custom_gradient
+def seed_svd(matrices: tf.Tensor):
+    """[B, HW, C] -> tf.svd's (s [B, m], U [B, HW, m], V [B, C, m]), m = min(HW, C), on the CPU as
+    the seed pinned it (nets/SVP.py:17-20), with the seed's gradient; signs as the solver returns them."""
+    with tf.device("/CPU:0"):
+        values, left, right = tf.linalg.svd(matrices, full_matrices=False)
+
+    def gradient(grad_values: tf.Tensor, grad_left: tf.Tensor, grad_right: tf.Tensor) -> tf.Tensor:
+        return seed_svd_gradient(values, left, right, grad_right)
+    return (values, left, right), gradient
+
+
+def seed_svd_knowledge(features: tf.Tensor, k: int) -> tuple[tf.Tensor, tf.Tensor]:
+    """The seed's SVD (nets/SVP.py:7-30): (L2-normalized top-n singular values [B, n],
+    L2-normalized right singular vectors [B, C, n]), n = min(k, HW, C), non-finite entries
+    zeroed before the top n are taken, signs as the solver returns them. (The seed also
+    normalizes U, which KD-SVD does not use.)"""
+    positions, channels = features.shape[1] * features.shape[2], features.shape[3]
+    values, _, right = seed_svd(tf.reshape(features, [-1, positions, channels]))
+    n = min(k, positions, channels)
+    return (tf.math.l2_normalize(removenan(values)[:, :n], axis=1),
+            tf.math.l2_normalize(removenan(right)[:, :, :n], axis=1))
+
+
 def align(student_vectors: tf.Tensor, teacher_vectors: tf.Tensor) -> tf.Tensor:
     """Reorders and flips the student's vectors: slot k takes the student vector with the
     largest |cosine| to teacher vector k, signed so that the cosine is positive."""
@@ -157,10 +222,20 @@ def rbf_distance(student_first: tf.Tensor, student_second: tf.Tensor, teacher_fi
     return distance(student_first, student_second)
 
 
+def seed_rbf_distance(student_first: tf.Tensor, student_second: tf.Tensor, teacher_first: tf.Tensor,
+                      teacher_second: tf.Tensor) -> tf.Tensor:
+    """`rbf_distance` as the seed computes it (nets/Distillation.py:123-128): squared differences
+    that are not finite are set to 0 before the sum, differentiated by TensorFlow."""
+    squared = tf.square(rbf_map(student_first, student_second)
+                        - tf.stop_gradient(rbf_map(teacher_first, teacher_second)))
+    return tf.reduce_sum(removenan(squared), axis=[1, 2, 3])
+
+
 class KDSVD(DistillationMethod):
     """CE + weight * sum over consecutive tap pairs of sum_{C_i, C_j, K} (RBF_s - RBF_t)^2,
     summed over the batch (`reduction="batch_sum"`, the seed's nets/Distillation.py:128) or
     averaged over it (`"batch_mean"`). Vectors are scaled by the teacher's normalized singular values.
+    `decomposition` picks how they are found: the Gram matrix's `eigh` or the seed's SVD (module docstring).
     The distillation gradient is clipped per variable to |grad CE| * sigmoid(epoch) (CE
     alone, without weight decay, as in the seed) by the training loop (`clips_distillation_gradient`)."""
 
@@ -173,16 +248,19 @@ class KDSVD(DistillationMethod):
     Params = catalog.KDSVDParams
 
     def loss_terms(self, labels, cross_entropy, student, teacher, stage="main"):
+        seed_decomposition = self.params.decomposition == "seed_svd"
+        knowledge = seed_svd_knowledge if seed_decomposition else svd_knowledge
+        distance = seed_rbf_distance if seed_decomposition else rbf_distance
         student_vectors, teacher_vectors = [], []
         for tap in TAPS:
-            teacher_values, teacher_v = svd_knowledge(teacher[tap], self.params.k)
-            _, student_v = svd_knowledge(student[tap], self.params.k)
+            teacher_values, teacher_v = knowledge(teacher[tap], self.params.k)
+            _, student_v = knowledge(student[tap], self.params.k)
             scale = teacher_values[:, None, :]
             teacher_vectors.append(teacher_v * scale)
             aligned = seed_align(student_v, teacher_v) if self.params.alignment == "seed" else align(student_v, teacher_v)
             student_vectors.append(aligned * scale)
         total = 0.0
         for i in range(len(TAPS) - 1):
-            per_example = rbf_distance(student_vectors[i], student_vectors[i + 1], teacher_vectors[i], teacher_vectors[i + 1])
+            per_example = distance(student_vectors[i], student_vectors[i + 1], teacher_vectors[i], teacher_vectors[i + 1])
             total += tf.reduce_sum(per_example) if self.params.reduction == "batch_sum" else tf.reduce_mean(per_example)
         return {"ce": cross_entropy, "svd": self.params.weight * total}
