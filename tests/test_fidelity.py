@@ -303,6 +303,8 @@ def test_seed_preset_shows_the_seeds_conventions():
     ("student.weight_decay_scope=bias", r"unknown weight_decay_scope 'bias'; valid: all, kernels"),
     ("teacher.weight_decay_scope=none", r"unknown weight_decay_scope 'none'; valid: all, kernels"),
     ("method_params.kd_svd.reduction=mean", r"parameter 'reduction' must be one of batch_sum, batch_mean, got 'mean'"),
+    ("method_params.kd_svd.decomposition=bogus",
+     r"parameter 'decomposition' must be one of gram_eigh, seed_svd, got 'bogus'"),
     ("method_params.dml.update_order=parallel",
      r"parameter 'update_order' must be one of sequential, simultaneous, got 'parallel'"),
     ("method_params.rkd.distance_normalization=paper",
@@ -345,6 +347,124 @@ def test_kd_svd_seed_alignment_matches_numpy():
     assert kd_svd.params.alignment == "seed"
 
 
+def np_seed_gradient_svd(s, u, v, ds, du, dv):
+    """nets/SVP.py:89-121 (`gradient_svd`, registered as 'Svd_') for one sample in float64,
+    statement by statement: K^T with its non-finite entries zeroed, msym(X) = X + X^T, and the
+    branch on the sizes of dU (HW) and dV (C). `ds` is not read, as in the seed."""
+    m = len(s)
+    big_s, s_2, eye = np.diag(s), s ** 2, np.eye(m)
+    k = (1 - eye) / (s_2[:, None] - s_2[None, :] + eye)
+    kt = k.T.copy()
+    kt[~np.isfinite(kt)] = 0.0
+
+    def msym(x):
+        return x + x.T
+
+    if dv.shape[0] > du.shape[0]:  # left_grad
+        u, v, du, dv = v, u, dv, du
+        d = du @ np.diag(1 / (s + 1e-8))
+        us = u @ big_s
+        grad = (d @ v.T + u @ np.diag(np.diag(-u.T @ d)) @ v.T
+                + (2 * us @ msym(kt * (v.T @ -(v @ (d.T @ us))))) @ v.T)
+        return grad.T
+    us = u @ big_s  # right_grad
+    return (2 * us @ msym(kt * (v.T @ dv))) @ v.T
+
+
+@pytest.mark.parametrize("positions, channels", [(4, 7), (7, 4), (5, 5)])  # left_grad (C > HW), right_grad
+def test_kd_svd_seed_svd_gradient_is_the_seeds(positions, channels):
+    from kd_trainer.methods.kd_svd import seed_svd
+
+    rng = np.random.default_rng(41)
+    x = tf.constant(rng.normal(size=(3, positions, channels)))
+    m = min(positions, channels)
+    weights = [rng.normal(size=shape) for shape in ((3, m), (3, positions, m), (3, channels, m))]
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        outputs = seed_svd(x)
+        objective = tf.add_n([tf.reduce_sum(w * o) for w, o in zip(weights, outputs)])
+    got = tape.gradient(objective, x).numpy()
+    s, u, v = (o.numpy() for o in outputs)
+    expected = np.stack([np_seed_gradient_svd(s[b], u[b], v[b], *(w[b] for w in weights)) for b in range(3)])
+    np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-12)
+    assert np.abs(expected).max() > 1e-3
+
+
+@pytest.mark.parametrize("positions, channels, twice", [(7, 4, True), (4, 7, False)])
+def test_kd_svd_seed_svd_gradient_against_the_exact_one(positions, channels, twice):
+    """What docs/fidelity.md says of the seed's gradient: where HW >= C (right_grad) it is twice
+    the exact gradient (msym lacks a 1/2); where C > HW (left_grad) it is not a multiple of it.
+    The objective, sum_l v_l^T M v_l over the top 3 right singular vectors, does not depend on signs."""
+    from kd_trainer.methods.kd_svd import seed_svd
+
+    rng = np.random.default_rng(43)
+    x = rng.normal(size=(positions, channels))
+    half = rng.normal(size=(channels, channels))
+    m = half + half.T
+
+    def objective(matrix):
+        v = np.linalg.svd(matrix, full_matrices=False)[2][:3].T
+        return np.sum(v * (m @ v))
+
+    exact = np.zeros_like(x)
+    for index in np.ndindex(*x.shape):
+        step = np.zeros_like(x)
+        step[index] = 1e-6
+        exact[index] = (objective(x + step) - objective(x - step)) / 2e-6
+    x_tf = tf.constant(x[None])
+    with tf.GradientTape() as tape:
+        tape.watch(x_tf)
+        v = seed_svd(x_tf)[2][0, :, :3]
+        value = tf.reduce_sum(v * tf.matmul(tf.constant(m), v))
+    got = tape.gradient(value, x_tf).numpy()[0]
+    if twice:
+        np.testing.assert_allclose(got, 2 * exact, rtol=1e-6, atol=1e-8)
+    else:
+        projection = np.sum(got * exact) / np.sum(exact * exact)
+        assert np.linalg.norm(got - projection * exact) > 0.1 * np.linalg.norm(got)
+
+
+@pytest.mark.parametrize("shape", [(3, 2, 5), (2, 2, 6)])  # HW > C, HW < C
+def test_kd_svd_seed_svd_forward_is_the_svd(shape):
+    """Top-n normalized singular values and right singular vectors, n = min(k, HW, C), equal to
+    NumPy's up to the sign of each vector (which is the solver's)."""
+    from kd_trainer.methods.kd_svd import seed_svd_knowledge
+
+    rng = np.random.default_rng(42)
+    features = rng.normal(size=(3, *shape))
+    values, vectors = (t.numpy() for t in seed_svd_knowledge(tf.constant(features), 5))
+    n = min(5, shape[0] * shape[1], shape[2])
+    assert values.shape == (3, n) and vectors.shape == (3, shape[2], n)
+    for b in range(3):
+        _, s, vt = np.linalg.svd(features[b].reshape(-1, shape[2]), full_matrices=False)
+        np.testing.assert_allclose(values[b], s[:n] / np.linalg.norm(s[:n]), rtol=1e-10)
+        cosine = np.sum(vectors[b] * vt[:n].T, axis=0)
+        np.testing.assert_allclose(np.abs(cosine), 1.0, rtol=1e-10)
+        np.testing.assert_allclose(vectors[b], vt[:n].T * np.sign(cosine), atol=1e-10)
+
+
+def test_kd_svd_seed_svd_loss_matches_numpy_and_masks_non_finite_terms():
+    """On taps where the loss does not depend on the vectors' signs the seed's decomposition
+    gives the same loss as the formula; its squared RBF differences that are not finite count 0."""
+    from kd_trainer.methods.kd_svd import rbf_distance, seed_rbf_distance
+
+    rng = np.random.default_rng(13)
+    student, teacher = sign_insensitive_svd_taps(rng), sign_insensitive_svd_taps(rng)
+    got = call(methods.create("kd_svd", {"decomposition": "seed_svd"}), student, teacher)
+    np.testing.assert_allclose(got["svd"], np_kd_svd(student, teacher, 4, 1.0), rtol=1e-8)
+
+    vectors = [tf.constant(rng.normal(size=(2, c, 3))) for c in (4, 5, 4, 5)]
+    broken = tf.tensor_scatter_nd_update(vectors[0], [[0, 1, 2]], [np.nan])
+    clean = seed_rbf_distance(*vectors).numpy()
+    masked = seed_rbf_distance(broken, *vectors[1:]).numpy()
+    first, second, t_first, t_second = (v.numpy() for v in vectors)
+    rbf = np.exp(-(first[0][:, None, :] - second[0][None, :, :]) ** 2 / 8)
+    t_rbf = np.exp(-(t_first[0][:, None, :] - t_second[0][None, :, :]) ** 2 / 8)
+    np.testing.assert_allclose(masked[0], clean[0] - np.sum((rbf[1, :, 2] - t_rbf[1, :, 2]) ** 2), rtol=1e-10)
+    np.testing.assert_allclose(masked[1], clean[1], rtol=1e-12)
+    assert np.isnan(rbf_distance(broken, *vectors[1:]).numpy()[0])  # the default does not mask
+
+
 def test_one_crop_per_batch_uses_one_offset_for_every_image():
     from kd_trainer import data
 
@@ -380,10 +500,12 @@ def test_never_reset_momentum_carries_the_velocities():
 
 def test_bug_compatible_fields_are_preset_fields():
     preset = presets.resolve("seed", ["student.one_crop_per_batch=true", "student.reset_momentum_between_stages=false",
-                                      "method_params.kd_svd.alignment=seed", "method_params.ab.preact=false"])
+                                      "method_params.kd_svd.alignment=seed", "method_params.ab.preact=false",
+                                      "method_params.kd_svd.decomposition=seed_svd"])
     config = preset.trainer_config("student", method="kd_svd")
     assert config.one_crop_per_batch and not config.reset_momentum_between_stages
-    assert config.method_params["alignment"] == "seed"
+    assert config.method_params["alignment"] == "seed" and config.method_params["decomposition"] == "seed_svd"
+    assert methods.create("kd_svd").params.decomposition == "gram_eigh"
     with pytest.raises(presets.PresetError, match="must be one of per_teacher_vector, seed"):
         presets.resolve("seed", ["method_params.kd_svd.alignment=tf_svd"])
 

@@ -1,6 +1,6 @@
 """Gradients of the losses whose backward pass is written by hand (KD-SVD's top-K eigenpairs,
-RKD's Huber and angle Gram) against central differences of the float64 NumPy references in
-test_methods_golden.py."""
+Gram matrix and RBF distance; RKD's Huber and angle Gram) against central differences of the
+float64 NumPy references in test_methods_golden.py."""
 
 import numpy as np
 import pytest

@@ -103,6 +103,10 @@ class KDSVDParams:
     # per_teacher_vector: slot k takes the student vector closest to teacher vector k (the paper);
     # seed: the seed's Align_rsv, which indexes student vectors by teacher index (a seed bug).
     alignment: str = _choice("per_teacher_vector", "seed")
+    # gram_eigh: top-K eigenpairs of the Gram matrix, their exact gradient, canonical signs;
+    # seed_svd: the seed's tf.svd on the CPU with its hand-written gradient, the solver's signs,
+    # NaNs zeroed and non-finite squared differences masked (nets/SVP.py, a bug-compatible variant).
+    decomposition: str = _choice("gram_eigh", "seed_svd")
 
     def model_problems(self, student_channels: tuple[int, ...], teacher_channels: tuple[int, ...]) -> list[str]:
         """k singular vectors of a [HW, C] map need k <= C at every tap of both networks."""
