@@ -27,7 +27,7 @@ CLASSIFIER_KERNEL = "logits/kernel:0"
 
 
 class ExportModule(tf.Module):
-    """Wraps a tap-dict Keras model with the two exported functions."""
+    """Wraps a tap-dict Keras model with the exported functions (module docstring)."""
 
     def __init__(self, model: keras.Model, normalization: str = DEFAULT_INPUT_NORMALIZATION):
         super().__init__(name="kd_export")
