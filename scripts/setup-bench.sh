@@ -21,26 +21,12 @@ lock="requirements/bench-lock.txt"
 stamp="$venv/.kd-bench-setup-$(cat "$requirements" "$lock" "$0" | sha256sum | cut -c1-16)"
 [ -f "$stamp" ] && exit 0
 
-is_py311() { "$1" -c 'import sys, venv; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null; }
+source scripts/find-python.sh
 
-find_python() {
-  local candidate
-  if [ -n "${KD_BENCH_PYTHON:-}" ]; then  # given: that one or none
-    is_py311 "$KD_BENCH_PYTHON" && echo "$KD_BENCH_PYTHON"
-    return
-  fi
-  for candidate in \
-                   "$(command -v pyenv >/dev/null && echo "$(pyenv prefix 3.11 2>/dev/null)/bin/python3.11" || true)" \
-                   "$(command -v python3.11 || true)"; do
-    if [ -n "$candidate" ] && is_py311 "$candidate"; then echo "$candidate"; return 0; fi
-  done
-  return 1
-}
-
-if [ -x "$venv/bin/python" ] && is_py311 "$venv/bin/python"; then
+if [ -x "$venv/bin/python" ] && is_python 3.11 "$venv/bin/python"; then
   echo "setup-bench: updating $venv to $lock"
 else
-  if ! python=$(find_python); then
+  if ! python=$(find_python 3.11 "${KD_BENCH_PYTHON:-}"); then
     cat >&2 <<MSG
 error: no Python 3.11 interpreter found for $venv (benchmarks/peer_torch.py).
   Install one (pyenv install 3.11, or apt-get install python3.11 python3.11-venv), or point

@@ -11,22 +11,12 @@ lock="requirements/lock.txt"
 stamp="$venv/.kd-setup-$(cat "$lock" pyproject.toml | sha256sum | cut -c1-16)"
 [ -f "$stamp" ] && exit 0
 
-is_py310() { "$1" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 10))' 2>/dev/null; }
+source scripts/find-python.sh
 
-find_python() {
-  local candidate
-  for candidate in "${KD_PYTHON:-}" \
-                   "$(command -v pyenv >/dev/null && pyenv which python 2>/dev/null || true)" \
-                   "$(command -v python3.10 || true)"; do
-    if [ -n "$candidate" ] && is_py310 "$candidate"; then echo "$candidate"; return 0; fi
-  done
-  return 1
-}
-
-if [ -x "$venv/bin/python" ] && is_py310 "$venv/bin/python"; then
+if [ -x "$venv/bin/python" ] && is_python 3.10 "$venv/bin/python"; then
   echo "setup: updating $venv to $lock"
 else
-  if ! python=$(find_python); then
+  if ! python=$(find_python 3.10 "${KD_PYTHON:-}"); then
     cat >&2 <<MSG
 error: no Python 3.10 interpreter found.
   TFX 1.16 supports Python 3.9 and 3.10 only; this project pins 3.10 (.python-version).
