@@ -28,6 +28,7 @@ import tensorflow as tf
 
 from kd_trainer import data
 from kd_trainer.config import ImpressionOptions
+from kd_trainer.model_specs import DEFAULT_INPUT_NORMALIZATION
 
 TeacherFn = Callable[[tf.Tensor], Mapping[str, tf.Tensor]]
 # Dirichlet concentrations must be positive; min-max scaling gives each class's least similar
@@ -122,7 +123,7 @@ def make_optimiser(teacher: TeacherFn, options: ImpressionOptions
 
 
 def generate(teacher: TeacherFn, kernel: np.ndarray, options: ImpressionOptions, seed: int,
-             normalization: str = data.DEFAULT_INPUT_NORMALIZATION) -> Impressions:
+             normalization: str = DEFAULT_INPUT_NORMALIZATION) -> Impressions:
     """Synthesises `options.num_impressions` impressions from the teacher and its final dense kernel;
     `normalization` is the teacher's (export.input_normalization)."""
     similarity = class_similarity(kernel)
