@@ -1,12 +1,16 @@
 """Training-step time of every distillation method against its floor.
 
 Floor = one plain student training step (CE + weight decay) + one teacher forward pass on
-the same batch: what any distillation step must at least cost. Two methods do more by
+the same batch: what any distillation step must at least cost. Some methods do more by
 design and have their own floor: DML trains a teacher-sized peer (floor = student step +
 plain peer step, + one training-mode peer forward in its default sequential order, where the
-student's step sees the updated peer; the simultaneous order is timed too), Jacobian matching back-propagates through both networks' input gradients
-(floor = a student step whose objective includes its input gradient, i.e. a double
-backward, + a teacher forward and backward to the input). The teacher is a real export
+student's step sees the updated peer; the simultaneous order is timed too); Jacobian
+matching back-propagates through both networks' input gradients (floor = a student step
+whose objective includes its input gradient, i.e. a double backward, + a teacher forward and
+backward to the input); KD-SVD, KD-EID and MHGD clip the distillation gradient per variable
+against the CE gradient, two backward passes (floor = a student step with that clipping on
+the cheapest objective of the same taps + teacher forward); ReviewKD trains a fusion network
+(floor + that network's own step on fixed features). The teacher is a real export
 loaded from disk, as in a student Trainer. Steps run through Keras' compiled train function
 (or a tf.function for the Jacobian floor) on an in-memory batch, so the input pipeline is
 not measured.
@@ -43,7 +47,8 @@ import tf_keras as keras  # noqa: E402
 
 from kd_trainer import export, methods, models, precision  # noqa: E402
 from kd_trainer.distiller import Distiller, cross_entropy, with_input_gradient  # noqa: E402
-from kd_trainer.methods.base import INPUT_GRADIENT, MAIN_STAGE, RunInfo  # noqa: E402
+from kd_trainer.methods.base import INPUT_GRADIENT, MAIN_STAGE, DistillationMethod, RunInfo  # noqa: E402
+from kd_trainer.methods.kd_svd import TAPS as KD_SVD_TAPS  # noqa: E402
 from kd_trainer.methods.warmup import REFERENCE_EPOCHS  # noqa: E402
 from pipelines.presets import SEED_METHODS  # noqa: E402
 from kd_trainer.provenance import code_revision  # noqa: E402
@@ -112,13 +117,64 @@ def double_backward_step_fn(student_name: str, images, labels):
     return lambda: step().numpy()
 
 
+class ClippedFloor(DistillationMethod):
+    """The cheapest objective on the taps of KD-SVD, KD-EID and MHGD (the mean square of each
+    stage output) under their per-variable gradient clipping, whose separate CE and distillation
+    gradients cost a second backward pass through the student (the seed's `Optimizer_w_Distillation`)."""
+
+    name = "clipped_floor"
+    student_taps = KD_SVD_TAPS
+    loss_term_names = ("ce", "taps")
+    clips_distillation_gradient = True
+
+    def loss_terms(self, labels, cross_entropy, student, teacher, stage=MAIN_STAGE):
+        return {"ce": cross_entropy, "taps": tf.add_n([tf.reduce_mean(tf.square(student[t])) for t in KD_SVD_TAPS])}
+
+
+def clipped_student_step_fn(student_name: str, images, labels):
+    """A student step with the clipping's two backward passes and no teacher."""
+    distiller = Distiller(models.build_model(student_name), method=ClippedFloor())
+    distiller.stage = MAIN_STAGE
+    distiller.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9, nesterov=True))
+    return train_step_fn(distiller, images, labels)
+
+
+def fusion_step_fn(student_name: str, teacher_name: str, images, labels):
+    """ReviewKD's fusion network (its ABF blocks) trained alone on fixed student features: its
+    forward pass, the gradient of its weights and of the student features it reads, an SGD update."""
+    student, teacher = models.build_model(student_name), models.build_model(teacher_name)
+    method = methods.create("reviewkd")
+    method.prepare(RunInfo(main_epochs=REFERENCE_EPOCHS))
+    student_taps = {k: tf.identity(v) for k, v in student(images, training=True).items()}
+    teacher_taps = {k: tf.identity(v) for k, v in teacher(images).items()}
+    method.build({k: v.shape for k, v in student_taps.items()}, {k: v.shape for k, v in teacher_taps.items()})
+    optimizer = keras.optimizers.SGD(0.01, momentum=0.9, nesterov=True)
+
+    @tf.function
+    def step():
+        with tf.GradientTape() as tape:
+            tape.watch(student_taps)
+            loss = method.loss_terms(labels, tf.constant(0.0), student_taps, teacher_taps,
+                                     epoch=tf.constant(REFERENCE_EPOCHS))["reviewkd"]
+        variables = method.trainable_variables
+        gradients = tape.gradient(loss, [*variables, *student_taps.values()])
+        optimizer.apply_gradients(zip(gradients[:len(variables)], variables))
+        return loss
+    return lambda: step().numpy()
+
+
 DEFAULT_FLOOR = ("(student step)", "(teacher forward)")
 # Methods that do more than a student step and a teacher forward by design (module docstring).
 # DML's default, sequential order (methods/dml.py) runs the updated peer forward once more for
 # the student's step, which its floor counts; its simultaneous order does not need that pass.
 OWN_FLOORS = {"dml": ("(student step)", "(peer step)", "(peer forward)"),
               "dml update_order=simultaneous": ("(student step)", "(peer step)"),
-              "jacobian": ("(student double-backward step)", "(teacher forward + backward)")}
+              "jacobian": ("(student double-backward step)", "(teacher forward + backward)"),
+              # Per-variable clipping (seed: KD-SVD and its successors) needs a second backward pass.
+              **{name: ("(student step, clipped)", "(teacher forward)") for name in ("kd_svd", "kd_eid", "mhgd")},
+              # ReviewKD trains a fusion network about as costly as the student (its 3x3 convs at each
+              # stage's resolution).
+              "reviewkd": ("(student step)", "(teacher forward)", "(ReviewKD fusion step)")}
 # Non-default parameters also timed when the method is: {method: [params]}.
 VARIANTS = {"dml": [{"update_order": "simultaneous"}]}
 
@@ -161,6 +217,10 @@ def benchmark_pair(teacher_name: str, student_name: str, batch: int, warmup: int
             peer = models.build_model(teacher_name)
             peer_forward = tf.function(lambda: peer(images, training=True)["logits"])
             part_steps["(peer forward)"] = lambda: peer_forward().numpy()
+        if any(name in method_names for name in ("kd_svd", "kd_eid", "mhgd")):
+            part_steps["(student step, clipped)"] = clipped_student_step_fn(student_name, images, labels)
+        if "reviewkd" in method_names:
+            part_steps["(ReviewKD fusion step)"] = fusion_step_fn(student_name, teacher_name, images, labels)
         if "jacobian" in method_names:
             part_steps["(student double-backward step)"] = double_backward_step_fn(student_name, images, labels)
             teacher_backward = tf.function(lambda: with_input_gradient(teacher, images, labels)[INPUT_GRADIENT])
@@ -247,20 +307,20 @@ def threads() -> str:
             f"inter-op {tf.config.threading.get_inter_op_parallelism_threads()}")
 
 
-def markdown(rows: list[dict], batch: int, rounds: int, steps: int) -> str:
+def markdown(rows: list[dict], batch: int, rounds: int, steps: int, revision: str) -> str:
     lines = [
         "# Training-step benchmark",
         "",
         f"- Date: {datetime.date.today().isoformat()}",
         f"- Machine: {machine()}",
-        f"- Code revision: {code_revision()}",
+        f"- Code revision: {revision} (read when the run started)",
         f"- Device: {DEVICE['name']}, {DEVICE['mixed_precision']}, XLA {'on' if DEVICE['jit_compile'] else 'off'}, "
         f"TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS', '(unset)')}, threads: {threads()}",
         f"- Command: `benchmarks/step_time.py` (batch {batch}, median of {rounds} x {steps} steps after warm-up, "
         "timed in turns; compiled Keras train function, input pipeline excluded)",
-        "- Floor = plain student step + teacher forward pass on the same batch, except for DML and",
-        "  Jacobian matching, whose floor (named in the last column) includes the extra network work",
-        "  their definition requires.",
+        "- Floor = plain student step + teacher forward pass on the same batch, except for methods",
+        "  whose definition requires more network work (DML, Jacobian matching, the clipping of KD-SVD,",
+        "  KD-EID and MHGD, ReviewKD's fusion network): their floor, named in the last column, counts it.",
         "",
         "| Teacher -> student | Method | Stage | Step (ms) | Floor (ms) | Step / floor | Floor is |",
         "|---|---|---|---|---|---|---|",
@@ -306,6 +366,7 @@ def main() -> None:
         parser.error("--device gpu: TensorFlow sees no GPU")
     DEVICE.update(name=args.device, mixed_precision=precision.resolve_precision(precision.AUTO),
                   jit_compile=precision.resolve_jit_compile(precision.AUTO))
+    revision = code_revision()
     rows = []
     with precision.policy(DEVICE["mixed_precision"]):  # every network (and connector) built below
         for pair in args.pairs.split(","):
@@ -315,7 +376,7 @@ def main() -> None:
             else:
                 rows += benchmark_pair(teacher_name, student_name, args.batch, args.warmup, args.rounds, args.steps,
                                        method_names)
-    table = profile_markdown(rows) if args.profile else markdown(rows, args.batch, args.rounds, args.steps)
+    table = profile_markdown(rows) if args.profile else markdown(rows, args.batch, args.rounds, args.steps, revision)
     if args.output == "-":
         print(table)
     else:

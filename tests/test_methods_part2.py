@@ -61,17 +61,21 @@ def np_crd(student_embedding, teacher_embedding, student_rows, teacher_rows, nor
     return np_nce(student_scores, num_examples) + np_nce(teacher_scores, num_examples)
 
 
-def test_crd_loss_value_and_gradients_match_numpy():
+@pytest.mark.parametrize("dense_scoring_factor", [0, 1000], ids=["drawn-rows", "whole-bank-matmul"])
+def test_crd_loss_value_and_gradients_match_numpy(monkeypatch, dense_scoring_factor):
+    monkeypatch.setattr(crd, "DENSE_SCORING_FACTOR", dense_scoring_factor)
     rng = np.random.default_rng(0)
     batch, negatives, dim, num_examples, temperature = 3, 5, 4, 50, 0.5
     student, teacher = np_unit(rng.normal(size=(batch, dim))), np_unit(rng.normal(size=(batch, dim)))
-    student_rows = np_unit(rng.normal(size=(batch, negatives + 1, dim)))
-    teacher_rows = np_unit(rng.normal(size=(batch, negatives + 1, dim)))
+    student_bank = np_unit(rng.normal(size=(num_examples, dim)))
+    teacher_bank = np_unit(rng.normal(size=(num_examples, dim)))
+    contrast = rng.integers(0, num_examples, size=(batch, negatives + 1))
+    student_rows, teacher_rows = student_bank[contrast], teacher_bank[contrast]
     normalizers = np.array([7.0, 11.0])
 
     def tf_loss(s, t):
-        return crd.crd_loss(crd.contrast_scores(s, tf.constant(teacher_rows), temperature),
-                            crd.contrast_scores(t, tf.constant(student_rows), temperature),
+        return crd.crd_loss(crd.contrast_scores(s, tf.constant(teacher_bank), tf.constant(contrast), temperature),
+                            crd.contrast_scores(t, tf.constant(student_bank), tf.constant(contrast), temperature),
                             tf.constant(normalizers), num_examples)
 
     value, (grad_student, grad_teacher) = tf_value_and_gradient(tf_loss, student, teacher)

@@ -1,20 +1,26 @@
-"""scripts/setup.sh must say what is missing when there is no Python 3.10."""
+"""The setup scripts say what is missing when their Python is not found."""
 
 import os
 import subprocess
 
+import pytest
+
 from conftest import REPO_ROOT
 
 
-def test_missing_python_310_is_explained_and_nothing_is_created(tmp_path):
+@pytest.mark.parametrize("script, version, venv_variable, python_variable, advice", [
+    ("scripts/setup.sh", "3.10", "KD_VENV", "KD_PYTHON", "pyenv install 3.10"),
+    ("scripts/setup-bench.sh", "3.11", "KD_BENCH_VENV", "KD_BENCH_PYTHON", "pyenv install 3.11"),
+])
+def test_missing_python_is_explained_and_nothing_is_created(tmp_path, script, version, venv_variable,
+                                                            python_variable, advice):
     venv = tmp_path / "venv"
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "KD_VENV": str(venv),
-           "KD_PYTHON": "/nonexistent/python3.10"}
-    result = subprocess.run(["bash", "scripts/setup.sh"], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
-                            timeout=60)
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), venv_variable: str(venv),
+           python_variable: f"/nonexistent/python{version}"}
+    result = subprocess.run(["bash", script], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
-    assert "no Python 3.10 interpreter found" in result.stderr
-    assert "pyenv install 3.10" in result.stderr and "KD_PYTHON" in result.stderr
+    assert f"no Python {version} interpreter found" in result.stderr
+    assert advice in result.stderr and python_variable in result.stderr
     assert not os.path.exists(venv)
 
 
