@@ -74,9 +74,9 @@ def test_crd_loss_value_and_gradients_match_numpy(monkeypatch, dense_scoring_fac
     normalizers = np.array([7.0, 11.0])
 
     def tf_loss(s, t):
-        return crd.crd_loss(crd.contrast_scores(s, tf.constant(teacher_bank), tf.constant(contrast), temperature),
-                            crd.contrast_scores(t, tf.constant(student_bank), tf.constant(contrast), temperature),
-                            tf.constant(normalizers), num_examples)
+        return crd.crd_loss(crd.contrast_dots(s, tf.constant(teacher_bank), tf.constant(contrast)),
+                            crd.contrast_dots(t, tf.constant(student_bank), tf.constant(contrast)),
+                            tf.constant(normalizers), temperature, num_examples)
 
     value, (grad_student, grad_teacher) = tf_value_and_gradient(tf_loss, student, teacher)
     expected = np_crd(student, teacher, student_rows, teacher_rows, normalizers, num_examples, temperature)

@@ -34,25 +34,43 @@ from kd_trainer.methods.soft_logits import softened_kl
 # Added to NCE denominators, as in the source.
 NCE_EPSILON = 1e-7
 # Scores come from one anchors x bank matmul when the bank has at most this many rows per drawn
-# column (contrast_scores); otherwise from the drawn rows alone.
+# column (contrast_dots); otherwise from the drawn rows alone.
 DENSE_SCORING_FACTOR = 8
 
 
-def nce_loss(scores: tf.Tensor, num_examples: int) -> tf.Tensor:
-    """NCE loss of normalised scores [B, 1 + K] whose column 0 is the positive (noise 1/N):
-    -(sum_b log P_pos/(P_pos + K/N) + sum_b,k log (K/N)/(P_neg + K/N)) / B."""
-    num_negatives = scores.shape[1] - 1
+def nce_loss(dots: tf.Tensor, temperature: float, normalizer: tf.Tensor, num_examples: int) -> tf.Tensor:
+    """NCE loss of the scores P = exp(dots / T) / Z [B, 1 + K], column 0 the positive, noise
+    n = K/N, c = n + eps: -(sum_b log P_pos/(P_pos + c) + sum_b,k log n/(P_neg + c)) / B.
+
+    Each log is split as log(P_pos / c) or log(n / c), minus log1p(P / c) (small P / c keep their
+    precision), so that the gradient can be written out: d/d dots = (P / (P + c) - [column 0]) / (T B),
+    one pass over the [B, 1 + K] scores each way instead of a traced chain of elementwise ops.
+    Z is a constant of the run (no gradient).
+    """
+    num_negatives = dots.shape[1] - 1
     noise = num_negatives / float(num_examples)
-    positive, negatives = scores[:, 0], scores[:, 1:]
-    log_positive = tf.math.log(positive / (positive + noise + NCE_EPSILON))
-    log_negatives = tf.math.log(noise / (negatives + noise + NCE_EPSILON))
-    batch = tf.cast(tf.shape(scores)[0], scores.dtype)
-    return -(tf.reduce_sum(log_positive) + tf.reduce_sum(log_negatives)) / batch
+    offset = noise + NCE_EPSILON
+    log_normalizer = tf.math.log(tf.stop_gradient(normalizer))
+
+    @tf.custom_gradient
+    def loss_of(dots: tf.Tensor) -> tf.Tensor:
+        batch = tf.cast(tf.shape(dots)[0], dots.dtype)
+        ratios = tf.exp(dots / temperature - log_normalizer) / offset  # P / c
+        log_positive = dots[:, 0] / temperature - log_normalizer - math.log(offset)  # log(P_pos / c)
+        total = (tf.reduce_sum(log_positive) + batch * (num_negatives * math.log(noise / offset))
+                 - tf.reduce_sum(tf.math.log1p(ratios)))
+
+        def gradient(upstream: tf.Tensor) -> tf.Tensor:
+            positive = tf.one_hot(0, dots.shape[1], dtype=dots.dtype)
+            return (ratios / (1.0 + ratios) - positive) * (upstream / (temperature * batch))
+        return -total / batch, gradient
+
+    return loss_of(dots)
 
 
-def contrast_scores(anchor: tf.Tensor, bank: tf.Tensor, contrast: tf.Tensor, temperature: float) -> tf.Tensor:
-    """exp(<bank[contrast[b, k]], anchor[b]> / T) for anchors [B, D], a bank [N, D] and example
-    indices [B, 1 + K]: [B, 1 + K].
+def contrast_dots(anchor: tf.Tensor, bank: tf.Tensor, contrast: tf.Tensor) -> tf.Tensor:
+    """<bank[contrast[b, k]], anchor[b]> for anchors [B, D], a bank [N, D] and example indices
+    [B, 1 + K]: [B, 1 + K].
 
     Where the draws are many next to the bank (RepDistiller's 16,384 per anchor against 50,000
     rows), one matmul of the anchors with the whole bank, then a pick of the drawn columns, is
@@ -60,18 +78,16 @@ def contrast_scores(anchor: tf.Tensor, bank: tf.Tensor, contrast: tf.Tensor, tem
     the same dot products, the same gradient, a fraction of the memory traffic.
     """
     if bank.shape[0] <= DENSE_SCORING_FACTOR * contrast.shape[1]:
-        dots = tf.gather(tf.matmul(anchor, bank, transpose_b=True), contrast, batch_dims=1)
-    else:
-        dots = tf.einsum("bkd,bd->bk", tf.gather(bank, contrast), anchor)
-    return tf.exp(dots / temperature)
+        return tf.gather(tf.matmul(anchor, bank, transpose_b=True), contrast, batch_dims=1)
+    return tf.einsum("bkd,bd->bk", tf.gather(bank, contrast), anchor)
 
 
-def crd_loss(student_anchored: tf.Tensor, teacher_anchored: tf.Tensor, normalizers: tf.Tensor,
+def crd_loss(student_anchored: tf.Tensor, teacher_anchored: tf.Tensor, normalizers: tf.Tensor, temperature: float,
              num_examples: int) -> tf.Tensor:
-    """Both NCE terms: the scores of the student anchor against teacher-bank rows and of the
-    teacher anchor against student-bank rows, each divided by its normalisation constant Z."""
-    return (nce_loss(student_anchored / normalizers[0], num_examples)
-            + nce_loss(teacher_anchored / normalizers[1], num_examples))
+    """Both NCE terms: the dot products of the student anchor with teacher-bank rows and of the
+    teacher anchor with student-bank rows, each direction with its normalisation constant Z."""
+    return (nce_loss(student_anchored, temperature, normalizers[0], num_examples)
+            + nce_loss(teacher_anchored, temperature, normalizers[1], num_examples))
 
 
 def sample_contrast_indices(index: tf.Tensor, labels: tf.Tensor, class_sorted: tf.Tensor, class_start: tf.Tensor,
@@ -152,10 +168,12 @@ class CRD(DistillationMethod):
         self.normalizers = tf.Variable([-1.0, -1.0], trainable=False, name="crd_normalizers")
         self.draws = tf.Variable(0, dtype=tf.int64, trainable=False, name="crd_draws")
 
-    def _fixed_normalizers(self, student_scores: tf.Tensor, teacher_scores: tf.Tensor) -> tf.Tensor:
+    def _fixed_normalizers(self, student_dots: tf.Tensor, teacher_dots: tf.Tensor, temperature: float) -> tf.Tensor:
         """Sets Z = mean score * N on the first step (as the source), then keeps it."""
-        first = tf.stack([tf.reduce_mean(student_scores), tf.reduce_mean(teacher_scores)]) * float(self.num_examples)
-        value = tf.where(self.normalizers < 0, tf.stop_gradient(first), self.normalizers)
+        def first() -> tf.Tensor:
+            return tf.stack([tf.reduce_mean(tf.exp(tf.stop_gradient(dots) / temperature))
+                             for dots in (student_dots, teacher_dots)]) * float(self.num_examples)
+        value = tf.cond(tf.reduce_any(self.normalizers < 0), first, lambda: tf.identity(self.normalizers))
         self.normalizers.assign(value)
         return value
 
@@ -167,10 +185,10 @@ class CRD(DistillationMethod):
                                            p.num_negatives, seed)
         student_embedding = tf.math.l2_normalize(self.student_embed(student["embedding"]), axis=1)
         teacher_embedding = tf.math.l2_normalize(self.teacher_embed(teacher["embedding"]), axis=1)
-        student_anchored = contrast_scores(student_embedding, self.teacher_memory, contrast, p.nce_temperature)
-        teacher_anchored = contrast_scores(teacher_embedding, self.student_memory, contrast, p.nce_temperature)
-        normalizers = self._fixed_normalizers(student_anchored, teacher_anchored)
-        loss = crd_loss(student_anchored, teacher_anchored, normalizers, self.num_examples)
+        student_anchored = contrast_dots(student_embedding, self.teacher_memory, contrast)
+        teacher_anchored = contrast_dots(teacher_embedding, self.student_memory, contrast)
+        normalizers = self._fixed_normalizers(student_anchored, teacher_anchored, p.nce_temperature)
+        loss = crd_loss(student_anchored, teacher_anchored, normalizers, p.nce_temperature, self.num_examples)
         momentum_update(self.student_memory, index, student_embedding, p.momentum)
         momentum_update(self.teacher_memory, index, teacher_embedding, p.momentum)
         kd = softened_kl(teacher["logits"], student["logits"], p.temperature) * p.temperature ** 2
