@@ -17,6 +17,8 @@ Deliberate differences, all for a whole-graph training step:
 - The banks, the NCE normalisation constants and the draw counter are variables of the
   method, saved in every epoch checkpoint; the constants are fixed on the first step as in
   the source. Several replicas (MirroredStrategy) are refused: their bank writes would race.
+Computed differently, same result: `contrast_dots` (one matmul with the whole bank when the
+draws cover much of it) and `nce_loss` (its gradient written out, logs split for float32).
 """
 
 from __future__ import annotations
