@@ -61,22 +61,23 @@ def np_crd(student_embedding, teacher_embedding, student_rows, teacher_rows, nor
     return np_nce(student_scores, num_examples) + np_nce(teacher_scores, num_examples)
 
 
-@pytest.mark.parametrize("dense_scoring_factor", [0, 1000], ids=["drawn-rows", "whole-bank-matmul"])
-def test_crd_loss_value_and_gradients_match_numpy(monkeypatch, dense_scoring_factor):
-    monkeypatch.setattr(crd, "DENSE_SCORING_FACTOR", dense_scoring_factor)
+@pytest.mark.parametrize("by_matmul", [False, True], ids=["drawn-rows", "whole-bank-matmul"])
+def test_crd_loss_value_and_gradients_match_numpy(by_matmul):
     rng = np.random.default_rng(0)
-    batch, negatives, dim, num_examples, temperature = 3, 5, 4, 50, 0.5
+    batch, negatives, dim, num_examples, temperature = 3, 40, 4, 20, 0.5
     student, teacher = np_unit(rng.normal(size=(batch, dim))), np_unit(rng.normal(size=(batch, dim)))
     student_bank = np_unit(rng.normal(size=(num_examples, dim)))
     teacher_bank = np_unit(rng.normal(size=(num_examples, dim)))
+    # More draws than rows: columns drawn several times count that many times.
     contrast = rng.integers(0, num_examples, size=(batch, negatives + 1))
     student_rows, teacher_rows = student_bank[contrast], teacher_bank[contrast]
     normalizers = np.array([7.0, 11.0])
+    counts = tf.cast(crd.negative_counts(tf.constant(contrast, tf.int32), num_examples), tf.float64) if by_matmul else None
 
     def tf_loss(s, t):
-        return crd.crd_loss(crd.contrast_dots(s, tf.constant(teacher_bank), tf.constant(contrast)),
-                            crd.contrast_dots(t, tf.constant(student_bank), tf.constant(contrast)),
-                            tf.constant(normalizers), temperature, num_examples)
+        return crd.crd_loss(crd.contrast_scores(s, tf.constant(teacher_bank), tf.constant(contrast), counts),
+                            crd.contrast_scores(t, tf.constant(student_bank), tf.constant(contrast), counts),
+                            tf.constant(normalizers), temperature, num_examples, negatives)
 
     value, (grad_student, grad_teacher) = tf_value_and_gradient(tf_loss, student, teacher)
     expected = np_crd(student, teacher, student_rows, teacher_rows, normalizers, num_examples, temperature)

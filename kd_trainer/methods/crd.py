@@ -17,13 +17,15 @@ Deliberate differences, all for a whole-graph training step:
 - The banks, the NCE normalisation constants and the draw counter are variables of the
   method, saved in every epoch checkpoint; the constants are fixed on the first step as in
   the source. Several replicas (MirroredStrategy) are refused: their bank writes would race.
-Computed differently, same result: `contrast_dots` (one matmul with the whole bank when the
-draws cover much of it) and `nce_loss` (its gradient written out, logs split for float32).
+Computed differently, same result: `contrast_scores` (one matmul with the whole bank, each column
+weighted by its draw count, when the draws cover much of it) and `nce_loss` (its gradient written
+out, logs split for float32).
 """
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 import tensorflow as tf
@@ -35,61 +37,102 @@ from kd_trainer.methods.soft_logits import softened_kl
 
 # Added to NCE denominators, as in the source.
 NCE_EPSILON = 1e-7
-# Scores come from one anchors x bank matmul when the bank has at most this many rows per drawn
-# column (contrast_dots); otherwise from the drawn rows alone.
+# Negatives are scored by one anchors x bank matmul when the bank has at most this many rows per
+# drawn column (contrast_scores); otherwise from the drawn rows alone.
 DENSE_SCORING_FACTOR = 8
 
 
-def nce_loss(dots: tf.Tensor, temperature: float, normalizer: tf.Tensor, num_examples: int) -> tf.Tensor:
-    """NCE loss of the scores P = exp(dots / T) / Z [B, 1 + K], column 0 the positive, noise
-    n = K/N, c = n + eps: -(sum_b log P_pos/(P_pos + c) + sum_b,k log n/(P_neg + c)) / B.
+class Scores(NamedTuple):
+    """One direction's dot products: each anchor with its own example's bank row (`positive`, [B])
+    and with bank rows drawn as negatives (`negatives`, [B, M]), column m drawn `counts[b, m]`
+    times ([B, M]; None: each column once)."""
+
+    positive: tf.Tensor
+    negatives: tf.Tensor
+    counts: tf.Tensor | None = None
+
+
+def nce_loss(scores: Scores, temperature: float, normalizer: tf.Tensor, num_examples: int,
+             num_negatives: int) -> tf.Tensor:
+    """NCE loss of P = exp(dot / T) / Z with K negatives, noise n = K/N, c = n + eps:
+    -(sum_b log P_pos/(P_pos + c) + sum_b,k log n/(P_neg + c)) / B.
 
     Each log is split as log(P_pos / c) or log(n / c), minus log1p(P / c) (small P / c keep their
-    precision), so that the gradient can be written out: d/d dots = (P / (P + c) - [column 0]) / (T B),
-    one pass over the [B, 1 + K] scores each way instead of a traced chain of elementwise ops.
-    Z is a constant of the run (no gradient).
+    precision), so that the gradient can be written out: d/d dot = (P / (P + c) - [positive]) / (T B),
+    times how often the dot was drawn; one pass over the scores each way instead of a traced chain of
+    elementwise ops. Z is a constant of the run (no gradient).
     """
-    num_negatives = dots.shape[1] - 1
     noise = num_negatives / float(num_examples)
     offset = noise + NCE_EPSILON
     log_normalizer = tf.math.log(tf.stop_gradient(normalizer))
+    counts = scores.counts
 
     @tf.custom_gradient
-    def loss_of(dots: tf.Tensor) -> tf.Tensor:
-        batch = tf.cast(tf.shape(dots)[0], dots.dtype)
-        ratios = tf.exp(dots / temperature - log_normalizer) / offset  # P / c
-        log_positive = dots[:, 0] / temperature - log_normalizer - math.log(offset)  # log(P_pos / c)
-        total = (tf.reduce_sum(log_positive) + batch * (num_negatives * math.log(noise / offset))
-                 - tf.reduce_sum(tf.math.log1p(ratios)))
+    def loss_of(positive: tf.Tensor, negatives: tf.Tensor) -> tf.Tensor:
+        batch = tf.cast(tf.shape(positive)[0], positive.dtype)
+        positive_ratios = tf.exp(positive / temperature - log_normalizer) / offset  # P / c
+        negative_ratios = tf.exp(negatives / temperature - log_normalizer) / offset
+        negative_logs = tf.math.log1p(negative_ratios)
+        if counts is not None:
+            negative_logs *= counts
+        log_positive = positive / temperature - log_normalizer - math.log(offset)  # log(P_pos / c)
+        total = (tf.reduce_sum(log_positive - tf.math.log1p(positive_ratios))
+                 + batch * (num_negatives * math.log(noise / offset)) - tf.reduce_sum(negative_logs))
 
-        def gradient(upstream: tf.Tensor) -> tf.Tensor:
-            positive = tf.one_hot(0, dots.shape[1], dtype=dots.dtype)
-            return (ratios / (1.0 + ratios) - positive) * (upstream / (temperature * batch))
+        def gradient(upstream: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            scale = upstream / (temperature * batch)
+            negative_gradient = negative_ratios / (1.0 + negative_ratios) * scale
+            if counts is not None:
+                negative_gradient *= counts
+            return (positive_ratios / (1.0 + positive_ratios) - 1.0) * scale, negative_gradient
         return -total / batch, gradient
 
-    return loss_of(dots)
+    return loss_of(scores.positive, scores.negatives)
 
 
-def contrast_dots(anchor: tf.Tensor, bank: tf.Tensor, contrast: tf.Tensor) -> tf.Tensor:
-    """<bank[contrast[b, k]], anchor[b]> for anchors [B, D], a bank [N, D] and example indices
-    [B, 1 + K]: [B, 1 + K].
+def mean_exp(scores: Scores, temperature: float, num_negatives: int) -> tf.Tensor:
+    """The mean of exp(dot / T) over every drawn dot, each counted as often as it was drawn."""
+    negatives = tf.exp(tf.stop_gradient(scores.negatives) / temperature)
+    if scores.counts is not None:
+        negatives *= scores.counts
+    total = tf.reduce_sum(tf.exp(tf.stop_gradient(scores.positive) / temperature)) + tf.reduce_sum(negatives)
+    return total / tf.cast(tf.shape(scores.positive)[0] * (1 + num_negatives), total.dtype)
 
-    Where the draws are many next to the bank (RepDistiller's 16,384 per anchor against 50,000
-    rows), one matmul of the anchors with the whole bank, then a pick of the drawn columns, is
-    cheaper than gathering [B, 1 + K, D] rows (1 GB per bank at batch 128) and reading them twice:
-    the same dot products, the same gradient, a fraction of the memory traffic.
+
+def scores_by_matmul(num_examples: int, num_negatives: int) -> bool:
+    """Whether the bank is small enough next to the draws to score it whole (`contrast_scores`)."""
+    return num_examples <= DENSE_SCORING_FACTOR * (1 + num_negatives)
+
+
+def negative_counts(contrast: tf.Tensor, num_examples: int) -> tf.Tensor:
+    """[B, N]: how often each example was drawn as a negative of each anchor (contrast[:, 1:])."""
+    return tf.math.bincount(contrast[:, 1:], minlength=num_examples, maxlength=num_examples, dtype=tf.float32,
+                            axis=-1)
+
+
+def contrast_scores(anchor: tf.Tensor, bank: tf.Tensor, contrast: tf.Tensor,
+                    counts: tf.Tensor | None = None) -> Scores:
+    """The anchors' [B, D] dot products with the rows of a bank [N, D] that `contrast` [B, 1 + K]
+    names: column 0 the anchor's own example, then its K negatives.
+
+    With `counts` (negative_counts of `contrast`), the negatives are scored as one matmul of the
+    anchors with the whole bank, each column weighted by how often it was drawn: RepDistiller's
+    16,384 draws per anchor against 50,000 rows would otherwise gather [B, 1 + K, D] rows (1 GB
+    per bank at batch 128), and the drawn dots' gather and its scatter-add gradient cost more than
+    the dense elementwise work. The same loss and gradient, summed in another order.
     """
-    if bank.shape[0] <= DENSE_SCORING_FACTOR * contrast.shape[1]:
-        return tf.gather(tf.matmul(anchor, bank, transpose_b=True), contrast, batch_dims=1)
-    return tf.einsum("bkd,bd->bk", tf.gather(bank, contrast), anchor)
+    positive = tf.reduce_sum(anchor * tf.gather(bank, contrast[:, 0]), axis=1)
+    if counts is not None:
+        return Scores(positive, tf.matmul(anchor, bank, transpose_b=True), counts)
+    return Scores(positive, tf.einsum("bkd,bd->bk", tf.gather(bank, contrast[:, 1:]), anchor))
 
 
-def crd_loss(student_anchored: tf.Tensor, teacher_anchored: tf.Tensor, normalizers: tf.Tensor, temperature: float,
-             num_examples: int) -> tf.Tensor:
-    """Both NCE terms: the dot products of the student anchor with teacher-bank rows and of the
-    teacher anchor with student-bank rows, each direction with its normalisation constant Z."""
-    return (nce_loss(student_anchored, temperature, normalizers[0], num_examples)
-            + nce_loss(teacher_anchored, temperature, normalizers[1], num_examples))
+def crd_loss(student_anchored: Scores, teacher_anchored: Scores, normalizers: tf.Tensor, temperature: float,
+             num_examples: int, num_negatives: int) -> tf.Tensor:
+    """Both NCE terms: the student anchor against teacher-bank rows and the teacher anchor against
+    student-bank rows, each direction with its normalisation constant Z."""
+    return (nce_loss(student_anchored, temperature, normalizers[0], num_examples, num_negatives)
+            + nce_loss(teacher_anchored, temperature, normalizers[1], num_examples, num_negatives))
 
 
 def sample_contrast_indices(index: tf.Tensor, labels: tf.Tensor, class_sorted: tf.Tensor, class_start: tf.Tensor,
@@ -170,11 +213,13 @@ class CRD(DistillationMethod):
         self.normalizers = tf.Variable([-1.0, -1.0], trainable=False, name="crd_normalizers")
         self.draws = tf.Variable(0, dtype=tf.int64, trainable=False, name="crd_draws")
 
-    def _fixed_normalizers(self, student_dots: tf.Tensor, teacher_dots: tf.Tensor, temperature: float) -> tf.Tensor:
+    def _fixed_normalizers(self, student_anchored: Scores, teacher_anchored: Scores) -> tf.Tensor:
         """Sets Z = mean score * N on the first step (as the source), then keeps it."""
+        p = self.params
+
         def first() -> tf.Tensor:
-            return tf.stack([tf.reduce_mean(tf.exp(tf.stop_gradient(dots) / temperature))
-                             for dots in (student_dots, teacher_dots)]) * float(self.num_examples)
+            return tf.stack([mean_exp(scores, p.nce_temperature, p.num_negatives)
+                             for scores in (student_anchored, teacher_anchored)]) * float(self.num_examples)
         value = tf.cond(tf.reduce_any(self.normalizers < 0), first, lambda: tf.identity(self.normalizers))
         self.normalizers.assign(value)
         return value
@@ -185,12 +230,15 @@ class CRD(DistillationMethod):
         self.draws.assign_add(1)
         contrast = sample_contrast_indices(index, labels, self.class_sorted, self.class_start, self.class_count,
                                            p.num_negatives, seed)
+        counts = (negative_counts(contrast, self.num_examples)
+                  if scores_by_matmul(self.num_examples, p.num_negatives) else None)
         student_embedding = tf.math.l2_normalize(self.student_embed(student["embedding"]), axis=1)
         teacher_embedding = tf.math.l2_normalize(self.teacher_embed(teacher["embedding"]), axis=1)
-        student_anchored = contrast_dots(student_embedding, self.teacher_memory, contrast)
-        teacher_anchored = contrast_dots(teacher_embedding, self.student_memory, contrast)
-        normalizers = self._fixed_normalizers(student_anchored, teacher_anchored, p.nce_temperature)
-        loss = crd_loss(student_anchored, teacher_anchored, normalizers, p.nce_temperature, self.num_examples)
+        student_anchored = contrast_scores(student_embedding, self.teacher_memory, contrast, counts)
+        teacher_anchored = contrast_scores(teacher_embedding, self.student_memory, contrast, counts)
+        normalizers = self._fixed_normalizers(student_anchored, teacher_anchored)
+        loss = crd_loss(student_anchored, teacher_anchored, normalizers, p.nce_temperature, self.num_examples,
+                        p.num_negatives)
         momentum_update(self.student_memory, index, student_embedding, p.momentum)
         momentum_update(self.teacher_memory, index, teacher_embedding, p.momentum)
         kd = softened_kl(teacher["logits"], student["logits"], p.temperature) * p.temperature ** 2
