@@ -14,7 +14,8 @@ def test_every_preset_runs_every_seed_method():
     assert presets.resolve("seed", ["methods=kd_eid,mhgd"]).methods == ("kd_eid", "mhgd")
     assert presets.resolve("zero_shot").methods == presets.ZERO_SHOT_METHODS
     assert presets.resolve("seed").method_params == presets.SEED_CONVENTIONS  # no init_epochs: the seed's 40
-    assert presets.resolve("quick").trainer_config("student", method="fitnet").method_params == {"init_epochs": 1}
+    for method in ("fitnet", "fsp", "ab", "ft", "mhgd"):  # every initialisation stage: one epoch
+        assert presets.resolve("quick").trainer_config("student", method=method).method_params == {"init_epochs": 1}
 
 
 def test_presets_are_valid_and_distinct():
