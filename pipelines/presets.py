@@ -286,8 +286,10 @@ CRD_METHOD_PARAMS = {
 CRD_TRAINING = dict(epochs=240, batch_size=64, learning_rate=0.05, lr_decay_at=(150 / 240, 180 / 240, 210 / 240),
                     momentum=0.9, nesterov=False, weight_decay=5e-4)
 # Short budgets scale every method's initialisation stage (the seed's 40 epochs of FitNet, FSP,
-# AB and MHGD's graph heads, FT's 30 of paraphraser training) down to one epoch.
-ONE_EPOCH_INIT = {name: {"init_epochs": 1} for name in ("fitnet", "fsp", "ab", "ft", "mhgd")}
+# AB and MHGD's graph heads, FT's 30 of paraphraser training) down to one epoch: every method
+# whose parameters have `init_epochs`, so that a new two-stage method is shortened too.
+ONE_EPOCH_INIT = {name: {"init_epochs": 1} for name, entry in methods.CATALOG.items()
+                  if "init_epochs" in {field.name for field in dataclasses.fields(entry.params)}}
 # Conventions where the presets differ (docs/fidelity.md says why), written out so that
 # `kd presets <name>` shows them. The seed's: KD-SVD summed over the batch, DML's peer step
 # first, RKD distances normalised over all B x B entries; weight decay on every variable.

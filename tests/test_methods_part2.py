@@ -77,7 +77,7 @@ def test_crd_loss_value_and_gradients_match_numpy(by_matmul):
     def tf_loss(s, t):
         return crd.crd_loss(crd.contrast_scores(s, tf.constant(teacher_bank), tf.constant(contrast), counts),
                             crd.contrast_scores(t, tf.constant(student_bank), tf.constant(contrast), counts),
-                            tf.constant(normalizers), temperature, num_examples, negatives)
+                            tf.constant(normalizers), temperature, num_examples)
 
     value, (grad_student, grad_teacher) = tf_value_and_gradient(tf_loss, student, teacher)
     expected = np_crd(student, teacher, student_rows, teacher_rows, normalizers, num_examples, temperature)

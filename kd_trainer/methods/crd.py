@@ -45,15 +45,15 @@ DENSE_SCORING_FACTOR = 8
 class Scores(NamedTuple):
     """One direction's dot products: each anchor with its own example's bank row (`positive`, [B])
     and with bank rows drawn as negatives (`negatives`, [B, M]), column m drawn `counts[b, m]`
-    times ([B, M]; None: each column once)."""
+    times ([B, M]; None: each column once); K draws per anchor in all."""
 
     positive: tf.Tensor
     negatives: tf.Tensor
+    num_negatives: int
     counts: tf.Tensor | None = None
 
 
-def nce_loss(scores: Scores, temperature: float, normalizer: tf.Tensor, num_examples: int,
-             num_negatives: int) -> tf.Tensor:
+def nce_loss(scores: Scores, temperature: float, normalizer: tf.Tensor, num_examples: int) -> tf.Tensor:
     """NCE loss of P = exp(dot / T) / Z with K negatives, noise n = K/N, c = n + eps:
     -(sum_b log P_pos/(P_pos + c) + sum_b,k log n/(P_neg + c)) / B.
 
@@ -62,10 +62,10 @@ def nce_loss(scores: Scores, temperature: float, normalizer: tf.Tensor, num_exam
     times how often the dot was drawn; one pass over the scores each way instead of a traced chain of
     elementwise ops. Z is a constant of the run (no gradient).
     """
+    num_negatives, counts = scores.num_negatives, scores.counts
     noise = num_negatives / float(num_examples)
     offset = noise + NCE_EPSILON
     log_normalizer = tf.math.log(tf.stop_gradient(normalizer))
-    counts = scores.counts
 
     @tf.custom_gradient
     def loss_of(positive: tf.Tensor, negatives: tf.Tensor) -> tf.Tensor:
@@ -90,13 +90,13 @@ def nce_loss(scores: Scores, temperature: float, normalizer: tf.Tensor, num_exam
     return loss_of(scores.positive, scores.negatives)
 
 
-def mean_exp(scores: Scores, temperature: float, num_negatives: int) -> tf.Tensor:
+def mean_exp(scores: Scores, temperature: float) -> tf.Tensor:
     """The mean of exp(dot / T) over every drawn dot, each counted as often as it was drawn."""
     negatives = tf.exp(tf.stop_gradient(scores.negatives) / temperature)
     if scores.counts is not None:
         negatives *= scores.counts
     total = tf.reduce_sum(tf.exp(tf.stop_gradient(scores.positive) / temperature)) + tf.reduce_sum(negatives)
-    return total / tf.cast(tf.shape(scores.positive)[0] * (1 + num_negatives), total.dtype)
+    return total / tf.cast(tf.shape(scores.positive)[0] * (1 + scores.num_negatives), total.dtype)
 
 
 def scores_by_matmul(num_examples: int, num_negatives: int) -> bool:
@@ -122,17 +122,18 @@ def contrast_scores(anchor: tf.Tensor, bank: tf.Tensor, contrast: tf.Tensor,
     the dense elementwise work. The same loss and gradient, summed in another order.
     """
     positive = tf.reduce_sum(anchor * tf.gather(bank, contrast[:, 0]), axis=1)
+    num_negatives = contrast.shape[1] - 1
     if counts is not None:
-        return Scores(positive, tf.matmul(anchor, bank, transpose_b=True), counts)
-    return Scores(positive, tf.einsum("bkd,bd->bk", tf.gather(bank, contrast[:, 1:]), anchor))
+        return Scores(positive, tf.matmul(anchor, bank, transpose_b=True), num_negatives, counts)
+    return Scores(positive, tf.einsum("bkd,bd->bk", tf.gather(bank, contrast[:, 1:]), anchor), num_negatives)
 
 
 def crd_loss(student_anchored: Scores, teacher_anchored: Scores, normalizers: tf.Tensor, temperature: float,
-             num_examples: int, num_negatives: int) -> tf.Tensor:
+             num_examples: int) -> tf.Tensor:
     """Both NCE terms: the student anchor against teacher-bank rows and the teacher anchor against
     student-bank rows, each direction with its normalisation constant Z."""
-    return (nce_loss(student_anchored, temperature, normalizers[0], num_examples, num_negatives)
-            + nce_loss(teacher_anchored, temperature, normalizers[1], num_examples, num_negatives))
+    return (nce_loss(student_anchored, temperature, normalizers[0], num_examples)
+            + nce_loss(teacher_anchored, temperature, normalizers[1], num_examples))
 
 
 def sample_contrast_indices(index: tf.Tensor, labels: tf.Tensor, class_sorted: tf.Tensor, class_start: tf.Tensor,
@@ -215,10 +216,8 @@ class CRD(DistillationMethod):
 
     def _fixed_normalizers(self, student_anchored: Scores, teacher_anchored: Scores) -> tf.Tensor:
         """Sets Z = mean score * N on the first step (as the source), then keeps it."""
-        p = self.params
-
         def first() -> tf.Tensor:
-            return tf.stack([mean_exp(scores, p.nce_temperature, p.num_negatives)
+            return tf.stack([mean_exp(scores, self.params.nce_temperature)
                              for scores in (student_anchored, teacher_anchored)]) * float(self.num_examples)
         value = tf.cond(tf.reduce_any(self.normalizers < 0), first, lambda: tf.identity(self.normalizers))
         self.normalizers.assign(value)
@@ -237,8 +236,7 @@ class CRD(DistillationMethod):
         student_anchored = contrast_scores(student_embedding, self.teacher_memory, contrast, counts)
         teacher_anchored = contrast_scores(teacher_embedding, self.student_memory, contrast, counts)
         normalizers = self._fixed_normalizers(student_anchored, teacher_anchored)
-        loss = crd_loss(student_anchored, teacher_anchored, normalizers, p.nce_temperature, self.num_examples,
-                        p.num_negatives)
+        loss = crd_loss(student_anchored, teacher_anchored, normalizers, p.nce_temperature, self.num_examples)
         momentum_update(self.student_memory, index, student_embedding, p.momentum)
         momentum_update(self.teacher_memory, index, teacher_embedding, p.momentum)
         kd = softened_kl(teacher["logits"], student["logits"], p.temperature) * p.temperature ** 2
