@@ -482,21 +482,54 @@ def separated_features(rng, batch, side, channels):
     return np.maximum(rng.normal(size=(batch, side, side, channels)) * scales, 0) + 0.05 * scales
 
 
-def test_kd_eid_matches_numpy_svd():
-    rng = np.random.default_rng(9)
-    shapes = {"stage1": (6, 4), "stage2": (4, 5), "stage3": (3, 6)}
-    student = {k: separated_features(rng, 2, side, c) for k, (side, c) in shapes.items()}
-    teacher = {k: separated_features(rng, 2, side, c) for k, (side, c) in shapes.items()}
-    terms = methods.create("kd_eid").loss_terms(None, tf.constant(1.0, tf.float64),
-                                                 {k: tf.constant(v) for k, v in student.items()},
-                                                 {k: tf.constant(v) for k, v in teacher.items()})
+KD_EID_SHAPES = {"stage1": (6, 4), "stage2": (4, 5), "stage3": (3, 6)}
+
+
+def np_kd_eid(student, teacher):
     taps = ("stage1", "stage2", "stage3")
     t_vectors = [np_right_singular(teacher[k], 1) for k in taps]
     s_vectors = [np_align(np_right_singular(student[k], 4), t) for k, t in zip(taps, t_vectors)]
-    expected = sum(np.sum((np_rbf(s_vectors[i], s_vectors[i + 1]) - np_rbf(t_vectors[i], t_vectors[i + 1])) ** 2)
-                   for i in range(2))
-    np.testing.assert_allclose(float(terms["eid"]), expected, rtol=1e-6)
+    return sum(np.sum((np_rbf(s_vectors[i], s_vectors[i + 1]) - np_rbf(t_vectors[i], t_vectors[i + 1])) ** 2)
+               for i in range(2))
+
+
+def test_kd_eid_matches_numpy_svd():
+    rng = np.random.default_rng(9)
+    student = {k: separated_features(rng, 2, side, c) for k, (side, c) in KD_EID_SHAPES.items()}
+    teacher = {k: separated_features(rng, 2, side, c) for k, (side, c) in KD_EID_SHAPES.items()}
+    terms = methods.create("kd_eid").loss_terms(None, tf.constant(1.0, tf.float64),
+                                                 {k: tf.constant(v) for k, v in student.items()},
+                                                 {k: tf.constant(v) for k, v in teacher.items()})
+    np.testing.assert_allclose(float(terms["eid"]), np_kd_eid(student, teacher), rtol=1e-6)
     assert methods.method_class("kd_eid").clips_distillation_gradient
+
+
+def directional_gradient_check(loss_of, reference, student, rng, eps, rtol, directions=3):
+    """The gradient of a TF loss of the student taps, along random directions, against central
+    differences of its NumPy reference (float64) at the same point."""
+    taps = {k: tf.constant(v) for k, v in student.items()}
+    with tf.GradientTape() as tape:
+        tape.watch(taps)
+        loss = loss_of(taps)
+    gradient = {k: g.numpy().astype(np.float64) for k, g in tape.gradient(loss, taps).items()}
+    point = {k: v.astype(np.float64) for k, v in student.items()}
+    for _ in range(directions):
+        direction = {k: rng.normal(size=v.shape) for k, v in point.items()}
+        expected = (reference({k: v + eps * direction[k] for k, v in point.items()})
+                    - reference({k: v - eps * direction[k] for k, v in point.items()})) / (2 * eps)
+        assert abs(expected) > 1e-8, "a direction the loss does not depend on checks nothing"
+        np.testing.assert_allclose(sum(np.sum(gradient[k] * direction[k]) for k in point), expected, rtol=rtol)
+
+
+def test_kd_eid_gradient_matches_numpy_differences():
+    rng = np.random.default_rng(13)
+    student = {k: separated_features(rng, 2, side, c) for k, (side, c) in KD_EID_SHAPES.items()}
+    teacher = {k: separated_features(rng, 2, side, c) for k, (side, c) in KD_EID_SHAPES.items()}
+    method = methods.create("kd_eid")
+    teacher_tf = {k: tf.constant(v) for k, v in teacher.items()}
+    directional_gradient_check(
+        lambda taps: method.loss_terms(None, tf.constant(1.0, tf.float64), taps, teacher_tf)["eid"],
+        lambda s: np_kd_eid(s, teacher), student, rng, eps=1e-6, rtol=1e-6)
 
 
 def np_log_softmax(x):
@@ -550,26 +583,42 @@ def np_frozen_attention(head, keys, queries):
     return np.einsum("bdh,cdh->hbc", sender, receiver)
 
 
-def test_mhgd_main_term_matches_numpy():
-    rng = np.random.default_rng(11)
-    student, teacher, method = mhgd_inputs(rng)
-    terms = method.loss_terms(None, tf.constant(1.0), {k: tf.constant(v) for k, v in student.items()},
-                              {k: tf.constant(v) for k, v in teacher.items()})
+def np_mhgd(student, teacher, method):
+    """The main term: per consecutive tap pair, KL between the frozen attention graphs of the
+    student's and the teacher's aligned first singular vectors."""
     taps = ("stage1", "stage2", "stage3")
     t_vectors = [np_right_singular(teacher[k].astype(np.float64), 1) for k in taps]
     s_vectors = [np_align(np_right_singular(student[k].astype(np.float64), 4), t)[:, :, 0]
                  for k, t in zip(taps, t_vectors)]
     t_vectors = [t[:, :, 0] for t in t_vectors]
-    expected, widths = 0.0, (4, 6, 8)
+    return sum(np_graph_kl(np.tanh(np_frozen_attention(head, s_vectors[i], s_vectors[i - 1])),
+                           np.tanh(np_frozen_attention(head, t_vectors[i], t_vectors[i - 1])))
+               for i, head in enumerate(method.attention_heads, start=1))
+
+
+def test_mhgd_main_term_matches_numpy():
+    rng = np.random.default_rng(11)
+    student, teacher, method = mhgd_inputs(rng)
+    terms = method.loss_terms(None, tf.constant(1.0), {k: tf.constant(v) for k, v in student.items()},
+                              {k: tf.constant(v) for k, v in teacher.items()})
+    widths = (4, 6, 8)
     for i, head in enumerate(method.attention_heads, start=1):
         assert (head.heads, head.width) == (2, (widths[i] + widths[i - 1]) // 2)
-        expected += np_graph_kl(np.tanh(np_frozen_attention(head, s_vectors[i], s_vectors[i - 1])),
-                                np.tanh(np_frozen_attention(head, t_vectors[i], t_vectors[i - 1])))
-    np.testing.assert_allclose(float(terms["mhgd"]), expected, rtol=1e-4)
+    np.testing.assert_allclose(float(terms["mhgd"]), np_mhgd(student, teacher, method), rtol=1e-4)
     with tf.GradientTape() as tape:
         loss = method.loss_terms(None, tf.constant(1.0), {k: tf.constant(v) for k, v in student.items()},
                                  {k: tf.constant(v) for k, v in teacher.items()})["mhgd"]
     assert all(g is None for g in tape.gradient(loss, method.trainable_variables)), "the attention network moved"
+
+
+def test_mhgd_gradient_matches_numpy_differences():
+    """The student taps' gradient of the main term (float32, as the attention network's weights
+    are) against central differences of the float64 reference."""
+    rng = np.random.default_rng(14)
+    student, teacher, method = mhgd_inputs(rng)
+    teacher_tf = {k: tf.constant(v) for k, v in teacher.items()}
+    directional_gradient_check(lambda taps: method.loss_terms(None, tf.constant(1.0), taps, teacher_tf)["mhgd"],
+                               lambda s: np_mhgd(s, teacher, method), student, rng, eps=1e-5, rtol=2e-3)
 
 
 def test_mhgd_teacher_stage_trains_the_attention_network_only_on_the_teacher():
