@@ -27,9 +27,10 @@ from tfx.orchestration.beam.beam_dag_runner import BeamDagRunner
 
 from pipelines import presets
 from pipelines.pipeline import create_pipeline
-from pipelines.revision import REPO_ROOT
 
-DEFAULT_OUTPUT_DIR = REPO_ROOT / "outputs"
+# Relative to the working directory, as `--output-dir`'s help and the TFX template's local runner
+# say (`make run` runs from the repository root, so its runs land in <repository>/outputs).
+DEFAULT_OUTPUT_DIR = Path("outputs")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,7 +14,7 @@ from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
 from components import leaderboard
-from pipelines import cli, local_runner, results
+from pipelines import cli, local_runner, presets, results
 
 E2E = pytest.mark.e2e  # reads the smoke pipeline's run
 
@@ -138,6 +138,13 @@ def test_executions_left_running_by_a_killed_run_are_marked_by_the_next_run(run_
     assert {a.state for a in store.get_artifacts_by_id([a.id for a in outputs])} == {
         metadata_store_pb2.Artifact.ABANDONED}
     assert local_runner.mark_abandoned_executions(connection, "kd-smoke") == []  # nothing left to mark
+
+
+def test_runs_land_in_outputs_under_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    paths = local_runner.local_paths(presets.resolve("smoke"))
+    assert paths.pipeline_root == tmp_path / "outputs" / "kd-smoke" / "root"
+    assert paths.metadata_path == tmp_path / "outputs" / "kd-smoke" / "metadata.sqlite"
 
 
 def test_a_second_run_of_the_same_pipeline_is_refused_while_one_holds_the_lock(tmp_path):
