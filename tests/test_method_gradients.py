@@ -1,6 +1,7 @@
 """Gradients of the losses whose backward pass is written by hand (KD-SVD's top-K eigenpairs,
-Gram matrix and RBF distance; RKD's Huber and angle Gram) against central differences of the
-float64 NumPy references in test_methods_golden.py."""
+Gram matrix and RBF distance, which KD-EID and MHGD reuse; RKD's Huber and angle Gram) against
+central differences of the float64 NumPy references in test_methods_golden.py and
+test_methods_part2.py."""
 
 import numpy as np
 import pytest
@@ -9,6 +10,7 @@ import tensorflow as tf
 from kd_trainer import methods
 from kd_trainer.methods.kd_svd import top_eigenpairs
 from test_methods_golden import CE, low_rank_features, np_kd_svd, np_rkd, np_rkd_angle_potential
+from test_methods_part2 import KD_EID_SHAPES, mhgd_inputs, np_kd_eid, np_mhgd, separated_features
 
 LABELS = tf.zeros([3], tf.int32)
 
@@ -38,12 +40,35 @@ def test_kd_svd_gradient_matches_numpy_differences():
     teacher = {tap: low_rank_features(rng, 3, hw, c) for tap, (hw, c) in shapes.items()}
     value, gradient = loss_and_gradient(methods.create("kd_svd"), student, teacher, LABELS)
     np.testing.assert_allclose(value, np_kd_svd(student, teacher, 4, 1.0), rtol=1e-8)
-    for _ in range(4):
-        direction = {k: rng.normal(size=v.shape) for k, v in student.items()}
-        expected = directional_difference(lambda s: np_kd_svd(s, teacher, 4, 1.0), student, direction, 1e-6)
-        got = sum(np.sum(gradient[k] * direction[k]) for k in student)
-        np.testing.assert_allclose(got, expected, rtol=1e-5)
+    check_random_directions(gradient, lambda s: np_kd_svd(s, teacher, 4, 1.0), student, rng, 4, 1e-6, 1e-5)
+
+
+def check_random_directions(gradient: dict, reference, student: dict, rng, count: int, eps: float,
+                            rtol: float) -> None:
+    """The gradient along `count` random directions against central differences of the reference."""
+    point = {k: v.astype(np.float64) for k, v in student.items()}
+    for _ in range(count):
+        direction = {k: rng.normal(size=v.shape) for k, v in point.items()}
+        expected = directional_difference(reference, point, direction, eps)
+        got = sum(np.sum(gradient[k] * direction[k]) for k in point)
+        np.testing.assert_allclose(got, expected, rtol=rtol)
         assert abs(expected) > 1e-6
+
+
+def test_kd_eid_gradient_matches_numpy_differences():
+    rng = np.random.default_rng(13)
+    student = {k: separated_features(rng, 2, side, c) for k, (side, c) in KD_EID_SHAPES.items()}
+    teacher = {k: separated_features(rng, 2, side, c) for k, (side, c) in KD_EID_SHAPES.items()}
+    _, gradient = loss_and_gradient(methods.create("kd_eid"), student, teacher, LABELS)
+    check_random_directions(gradient, lambda s: np_kd_eid(s, teacher), student, rng, 3, 1e-6, 1e-6)
+
+
+def test_mhgd_gradient_matches_numpy_differences():
+    """float32, as the attention network's weights are, against the float64 reference."""
+    rng = np.random.default_rng(14)
+    student, teacher, method = mhgd_inputs(rng)
+    _, gradient = loss_and_gradient(method, student, teacher, LABELS)
+    check_random_directions(gradient, lambda s: np_mhgd(s, teacher, method), student, rng, 3, 1e-5, 2e-3)
 
 
 @pytest.mark.parametrize("size,k", [(6, 2), (5, 5)])
