@@ -30,15 +30,19 @@ RUN python -m pip install --constraint requirements/lock.txt . \
 
 # Then the project itself, without resolving anything again.
 COPY components components
+COPY kd_data kd_data
+COPY kd_results kd_results
 COPY kd_trainer kd_trainer
 COPY pipelines pipelines
 RUN python -m pip install --no-deps --constraint requirements/lock.txt . \
-    && rm -rf /opt/kd-benchmark/components /opt/kd-benchmark/kd_trainer /opt/kd-benchmark/pipelines build
+    && rm -rf /opt/kd-benchmark/components /opt/kd-benchmark/kd_data /opt/kd-benchmark/kd_results \
+              /opt/kd-benchmark/kd_trainer /opt/kd-benchmark/pipelines build
 
 # The import check runs outside the source folder and asserts the installed package is what loads.
 WORKDIR /
 RUN python -c "import kd_trainer.run_fn, kd_trainer.metrics, components.trainer, components.evaluator, \
-components.leaderboard, pipelines.cli; assert '/site-packages/' in kd_trainer.__file__, kd_trainer.__file__"
+components.leaderboard, pipelines.cli; assert '/site-packages/' in kd_trainer.__file__, kd_trainer.__file__; \
+import kd_results.published; assert kd_results.published.load(), 'no published figures in the image'"
 
 # Kubeflow may require non-root pods; CIFAR-100 downloads (data.allow_download) go to this user's ~/.cache.
 RUN useradd --create-home --uid 1000 kd

@@ -46,9 +46,9 @@ import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
 from kd_trainer import export, methods, models, precision  # noqa: E402
-from kd_trainer.distiller import Distiller, cross_entropy, with_input_gradient  # noqa: E402
-from kd_trainer.methods.base import INPUT_GRADIENT, MAIN_STAGE, DistillationMethod, RunInfo  # noqa: E402
-from kd_trainer.methods.kd_svd import TAPS as KD_SVD_TAPS  # noqa: E402
+from kd_trainer.distiller import Distiller, with_input_gradient  # noqa: E402
+from kd_trainer.methods.base import INPUT_GRADIENT, MAIN_STAGE, DistillationMethod, RunInfo, cross_entropy  # noqa: E402
+from kd_trainer.methods.kd_svd import TAPS as KD_SVD_TAPS, clipped_task_gradients  # noqa: E402
 from kd_trainer.methods.warmup import REFERENCE_EPOCHS  # noqa: E402
 from pipelines.presets import SEED_METHODS  # noqa: E402
 from kd_trainer.provenance import code_revision  # noqa: E402
@@ -76,7 +76,7 @@ def train_step_fn(distiller: Distiller, images, labels):
     distiller.jit_compile = DEVICE["jit_compile"]
     method = distiller.method
     batch = (images, labels)
-    if method is not None and method.uses_example_index:
+    if method is not None and method.trains_on == methods.catalog.INDEXED_EXAMPLES:
         batch += (tf.range(tf.shape(labels)[0], dtype=tf.int32) * (TRAIN_EXAMPLES // labels.shape[0]),)
     iterator = iter(tf.data.Dataset.from_tensors(batch).repeat())
     train_function = distiller.make_train_function()
@@ -89,13 +89,14 @@ def distiller_for(student_name: str, teacher_name: str, method_name: str | None,
     method = methods.create(method_name, params) if method_name else None
     if method is not None:  # as run_fn does: the run's length (warm-ups), CRD's labels by example index
         method.prepare(RunInfo(main_epochs=REFERENCE_EPOCHS, example_labels=(
-            np.arange(TRAIN_EXAMPLES) % models.NUM_CLASSES if method.uses_example_index else None)))
-    peer = models.build_model(teacher_name) if method is not None and method.trains_peer else None
+            np.arange(TRAIN_EXAMPLES) % models.NUM_CLASSES
+            if method.trains_on == methods.catalog.INDEXED_EXAMPLES else None)))
+    partner = method.partner(lambda: models.build_model(teacher_name)) if method is not None else None
     distiller = Distiller(student, method=method, teacher=teacher if method and method.needs_teacher else None,
-                          peer=peer)
+                          partner=partner)
     distiller.stage = stage
     sgd = lambda: keras.optimizers.SGD(0.01, momentum=0.9, nesterov=True)  # noqa: E731
-    distiller.compile(optimizer=sgd(), peer_optimizer=sgd() if peer is not None else None)
+    distiller.compile(optimizer=sgd(), partner_optimizer=sgd() if partner is not None else None)
     return distiller
 
 
@@ -125,7 +126,7 @@ class ClippedFloor(DistillationMethod):
     name = "clipped_floor"
     student_taps = KD_SVD_TAPS
     loss_term_names = ("ce", "taps")
-    clips_distillation_gradient = True
+    task_gradients = clipped_task_gradients
 
     def loss_terms(self, labels, cross_entropy, student, teacher, stage=MAIN_STAGE):
         return {"ce": cross_entropy, "taps": tf.add_n([tf.reduce_mean(tf.square(student[t])) for t in KD_SVD_TAPS])}
@@ -276,9 +277,9 @@ def profile_pair(teacher_name: str, student_name: str, batch: int, warmup: int, 
             rows.append({"method": f"{name}: loss + its gradient only", "stage": MAIN_STAGE,
                          "seconds": median_seconds(loss_only_step(method, student_taps, teacher_taps, labels),
                                                    warmup, steps)})
-            if methods.method_class(name).clips_distillation_gradient:
+            if methods.method_class(name).task_gradients is clipped_task_gradients:
                 distiller = distiller_for(student_name, teacher_name, name, teacher, MAIN_STAGE)
-                distiller.method.clips_distillation_gradient = False
+                distiller.method.task_gradients = lambda gradient, terms, step: gradient(terms.total)
                 rows.append({"method": f"{name}: step without gradient clipping", "stage": MAIN_STAGE,
                              "seconds": median_seconds(train_step_fn(distiller, images, labels), warmup, steps)})
     for row in rows:

@@ -1,4 +1,5 @@
-"""TFX components of the KD benchmark: CIFAR-100 ingestion (more to come)."""
+"""TFX components of the KD benchmark (spec, executor and component class each): CIFAR-100
+ingestion, the Trainer and Evaluator, zero-shot KD's DataImpressions and the Leaderboard."""
 import os
 
 # TFX 1.16, TFT and TFMA need Keras 2 (tf_keras) behind tf.keras: set before TensorFlow loads.

@@ -31,11 +31,11 @@ from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils, standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
-from components import cifar100
+from kd_data import cifar100
+from kd_trainer.contract import FILENAME_KEY, IMAGE_KEY, INDEX_KEY, LABEL_KEY, SLICE_KEY
 
 # TFX split name -> official CIFAR-100 file.
 SPLITS = {"train": "train", "eval": "test"}
-FEATURE_KEYS = ("image_raw", "fine_label", "coarse_label", "filename", "index")
 
 
 def _bytes(value: bytes) -> tf.train.Feature:
@@ -51,13 +51,13 @@ def to_example(image: np.ndarray, fine_label: int, coarse_label: int, filename: 
     """Serializes one image (HWC uint8) and its labels as a tf.Example; `index` None leaves
     the feature out, as the examples of earlier versions of this component were written."""
     features = {
-        "image_raw": _bytes(image.tobytes()),
-        "fine_label": _int(fine_label),
-        "coarse_label": _int(coarse_label),
-        "filename": _bytes(filename.encode("utf-8")),
+        IMAGE_KEY: _bytes(image.tobytes()),
+        LABEL_KEY: _int(fine_label),
+        SLICE_KEY: _int(coarse_label),
+        FILENAME_KEY: _bytes(filename.encode("utf-8")),
     }
     if index is not None:
-        features["index"] = _int(index)
+        features[INDEX_KEY] = _int(index)
     return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString()
 
 

@@ -35,6 +35,8 @@ from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionP
 from tfx.utils import path_utils
 
 from kd_trainer import export, impressions
+from kd_trainer.contract import (IMPRESSION_BETA_KEY, IMPRESSION_CLASS_KEY, IMPRESSION_IMAGE_KEY,
+                                 IMPRESSION_TARGET_KEY)
 
 SPLITS = ("train", "eval")
 SUMMARY_FILE = "impressions.json"
@@ -47,10 +49,10 @@ def _floats(values: np.ndarray) -> tf.train.Feature:
 def to_example(image: np.ndarray, soft_target: np.ndarray, source_class: int, beta: float) -> bytes:
     """Serializes one impression (see the module docstring for the features)."""
     features = {
-        "image": _floats(image),
-        "soft_target": _floats(soft_target),
-        "source_class": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(source_class)])),
-        "beta": tf.train.Feature(float_list=tf.train.FloatList(value=[float(beta)])),
+        IMPRESSION_IMAGE_KEY: _floats(image),
+        IMPRESSION_TARGET_KEY: _floats(soft_target),
+        IMPRESSION_CLASS_KEY: tf.train.Feature(int64_list=tf.train.Int64List(value=[int(source_class)])),
+        IMPRESSION_BETA_KEY: tf.train.Feature(float_list=tf.train.FloatList(value=[float(beta)])),
     }
     return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString()
 

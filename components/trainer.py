@@ -23,9 +23,10 @@ from tfx.orchestration import data_types
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.types.component_spec import ExecutionParameter
 
+from kd_trainer.contract import CONFIG_FILE
+
 DIVERGED_PROPERTY = "diverged"
 DIVERGENCE_PROPERTY = "divergence"
-TRAINER_CONFIG_FILE = "trainer_config.json"
 # TrainerConfig fields that may come as execution properties of their own (see the module doc).
 TRAINING_OVERRIDES = {"epochs": int, "learning_rate": float, "batch_size": int}
 
@@ -51,7 +52,7 @@ class KDTrainerExecutor(GenericExecutor):
     def Do(self, input_dict: dict[str, list], output_dict: dict[str, list], exec_properties: dict[str, Any]) -> None:
         super().Do(input_dict, output_dict, apply_training_overrides(exec_properties))
         model = artifact_utils.get_single_instance(output_dict[standard_component_specs.MODEL_KEY])
-        with tf.io.gfile.GFile(os.path.join(model.uri, TRAINER_CONFIG_FILE)) as f:
+        with tf.io.gfile.GFile(os.path.join(model.uri, CONFIG_FILE)) as f:
             divergence = json.load(f)["divergence"]
         model.set_int_custom_property(DIVERGED_PROPERTY, int(divergence is not None))
         if divergence is not None:

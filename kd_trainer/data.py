@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from kd_trainer.contract import (IMAGE_KEY, IMPRESSION_BETA_KEY, IMPRESSION_CLASS_KEY, IMPRESSION_IMAGE_KEY,
+                                 IMPRESSION_TARGET_KEY, INDEX_KEY, LABEL_KEY)
 from kd_trainer.model_specs import DEFAULT_INPUT_NORMALIZATION, INPUT_NORMALIZATIONS
 
 IMAGE_SHAPE = (32, 32, 3)
@@ -18,21 +20,18 @@ PAD = 4
 EPOCH_SEED_STRIDE = 1_000_003
 
 _FEATURES = {
-    "image_raw": tf.io.FixedLenFeature([], tf.string),
-    "fine_label": tf.io.FixedLenFeature([], tf.int64),
+    IMAGE_KEY: tf.io.FixedLenFeature([], tf.string),
+    LABEL_KEY: tf.io.FixedLenFeature([], tf.int64),
 }
-# Position of an example in its split (CifarExampleGen): read only for methods that keep
-# per-example state (CRD's memory banks).
-INDEX_FEATURE = "index"
 NUM_CLASSES = 100
 # The train split of a DataImpressions artifact (components/data_impressions.py): float
 # images in pixel units (HWC, RGB, 0-255 scale, unclipped), the soft target each was
 # optimised for, and the class and concentration scale that target was drawn with.
 IMPRESSION_FEATURES = {
-    "image": tf.io.FixedLenFeature([IMAGE_SHAPE[0] * IMAGE_SHAPE[1] * IMAGE_SHAPE[2]], tf.float32),
-    "soft_target": tf.io.FixedLenFeature([NUM_CLASSES], tf.float32),
-    "source_class": tf.io.FixedLenFeature([], tf.int64),
-    "beta": tf.io.FixedLenFeature([], tf.float32),
+    IMPRESSION_IMAGE_KEY: tf.io.FixedLenFeature([IMAGE_SHAPE[0] * IMAGE_SHAPE[1] * IMAGE_SHAPE[2]], tf.float32),
+    IMPRESSION_TARGET_KEY: tf.io.FixedLenFeature([NUM_CLASSES], tf.float32),
+    IMPRESSION_CLASS_KEY: tf.io.FixedLenFeature([], tf.int64),
+    IMPRESSION_BETA_KEY: tf.io.FixedLenFeature([], tf.float32),
 }
 
 
@@ -59,14 +58,14 @@ def denormalize(images: tf.Tensor, normalization: str = DEFAULT_INPUT_NORMALIZAT
 def parse_examples(serialized: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     """Batch of serialized tf.Examples -> (uint8 images, int32 fine labels)."""
     features = tf.io.parse_example(serialized, _FEATURES)
-    return decode_images(features["image_raw"]), tf.cast(features["fine_label"], tf.int32)
+    return decode_images(features[IMAGE_KEY]), tf.cast(features[LABEL_KEY], tf.int32)
 
 
 def parse_indexed_examples(serialized: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     """Batch of serialized tf.Examples -> (uint8 images, int32 fine labels, int32 example indices)."""
-    features = tf.io.parse_example(serialized, {**_FEATURES, INDEX_FEATURE: tf.io.FixedLenFeature([], tf.int64)})
-    return (decode_images(features["image_raw"]), tf.cast(features["fine_label"], tf.int32),
-            tf.cast(features[INDEX_FEATURE], tf.int32))
+    features = tf.io.parse_example(serialized, {**_FEATURES, INDEX_KEY: tf.io.FixedLenFeature([], tf.int64)})
+    return (decode_images(features[IMAGE_KEY]), tf.cast(features[LABEL_KEY], tf.int32),
+            tf.cast(features[INDEX_KEY], tf.int32))
 
 
 def parse_impressions(serialized: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -77,8 +76,8 @@ def parse_impressions(serialized: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     is the student's agreement with it.
     """
     features = tf.io.parse_example(serialized, IMPRESSION_FEATURES)
-    images = tf.reshape(features["image"], tf.concat([tf.shape(serialized), IMAGE_SHAPE], axis=0))
-    return images, tf.cast(features["source_class"], tf.int32)
+    images = tf.reshape(features[IMPRESSION_IMAGE_KEY], tf.concat([tf.shape(serialized), IMAGE_SHAPE], axis=0))
+    return images, tf.cast(features[IMPRESSION_CLASS_KEY], tf.int32)
 
 
 def augment_batch(images: tf.Tensor, seed: tf.Tensor, one_crop_per_batch: bool = False) -> tf.Tensor:
@@ -138,8 +137,8 @@ def load_indexed_records(file_pattern: str | list[str], method: str) -> tf.data.
     """
     files = _files(file_pattern)
     present = _first_example_features(files)
-    if present is not None and INDEX_FEATURE not in present:
-        raise ValueError(f"{files[0]} has no '{INDEX_FEATURE}' feature (found {sorted(present)}): method '{method}' "
+    if present is not None and INDEX_KEY not in present:
+        raise ValueError(f"{files[0]} has no '{INDEX_KEY}' feature (found {sorted(present)}): method '{method}' "
                          "keeps per-example state indexed by it; these examples come from an older CifarExampleGen, "
                          "re-run the ExampleGen to write it")
     return _parsed(files, parse_indexed_examples)

@@ -17,11 +17,11 @@ import tensorflow as tf
 import tf_keras as keras
 
 from kd_trainer import data
+from kd_trainer.contract import (CONFIG_FILE, HISTORY_FILE, IMAGE_KEY, LOGITS_KEY, PREDICTION_KEY, SERVING_FOLDER,
+                                 SERVING_OUTPUTS, SERVING_SIGNATURE, TAPS_SIGNATURE)
 from kd_trainer.model_specs import DEFAULT_INPUT_NORMALIZATION
 from kd_trainer.models import INPUT_SHAPE
 
-SERVING_SIGNATURE = "serving_default"
-TAPS_SIGNATURE = "feature_taps"
 # The final dense layer is named "logits" in models.build_model.
 CLASSIFIER_KERNEL = "logits/kernel:0"
 
@@ -41,11 +41,11 @@ class ExportModule(tf.Module):
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
     def serve_examples(self, examples: tf.Tensor) -> dict[str, tf.Tensor]:
-        features = tf.io.parse_example(examples, {"image_raw": tf.io.FixedLenFeature([], tf.string)})
-        images = data.normalize(data.decode_images(features["image_raw"]), self.normalization)
-        logits = self.model(images, training=False)["logits"]
+        features = tf.io.parse_example(examples, {IMAGE_KEY: tf.io.FixedLenFeature([], tf.string)})
+        images = data.normalize(data.decode_images(features[IMAGE_KEY]), self.normalization)
+        logits = self.model(images, training=False)["logits"]  # a tap of the network (models.build_model)
         logits = tf.cast(logits, tf.float32)  # a mixed-precision network computes in bfloat16/float16
-        return {"logits": logits, "probabilities": tf.nn.softmax(logits)}
+        return {LOGITS_KEY: logits, PREDICTION_KEY: tf.nn.softmax(logits)}
 
     @tf.function(input_signature=[tf.TensorSpec([None, *INPUT_SHAPE], tf.float32, name="images")])
     def feature_taps(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -70,7 +70,7 @@ def load_teacher(export_dir: str):
     loaded = tf.saved_model.load(export_dir)
     if not hasattr(loaded, TAPS_SIGNATURE):
         raise ValueError(f"{export_dir}: not a kd_trainer export (no '{TAPS_SIGNATURE}' function)")
-    return loaded.feature_taps, loaded
+    return getattr(loaded, TAPS_SIGNATURE), loaded
 
 
 def input_normalization(loaded) -> str:
@@ -90,10 +90,6 @@ def classifier_kernel(loaded) -> tf.Tensor:
         raise ValueError(f"{len(found)} variables named '{CLASSIFIER_KERNEL}' in the export's '{TAPS_SIGNATURE}' "
                          "signature, expected one (is it a kd_trainer export?)")
     return tf.convert_to_tensor(found[0])
-
-
-SERVING_FOLDER = "Format-Serving"  # where TFX's Trainer puts a Model artifact's SavedModel
-SERVING_OUTPUTS = ("logits", "probabilities")
 
 
 class TeacherImportError(ValueError):
@@ -151,9 +147,9 @@ def check_teacher_model(uri: str, architecture: str, taps_by_method: dict[str, t
     if missing:
         raise TeacherImportError(f"teacher.import_from: {serving_dir} signature '{TAPS_SIGNATURE}' lacks the taps "
                                  f"these methods need: {missing}; found {sorted(taps)}")
-    config_path = os.path.join(model_dir, "trainer_config.json")
-    if not tf.io.gfile.exists(config_path) or not tf.io.gfile.exists(os.path.join(model_dir, "history.json")):
-        raise TeacherImportError(f"teacher.import_from: {model_dir} lacks trainer_config.json or history.json; "
+    config_path = os.path.join(model_dir, CONFIG_FILE)
+    if not tf.io.gfile.exists(config_path) or not tf.io.gfile.exists(os.path.join(model_dir, HISTORY_FILE)):
+        raise TeacherImportError(f"teacher.import_from: {model_dir} lacks {CONFIG_FILE} or {HISTORY_FILE}; "
                                  "expected the Model artifact folder of a Trainer of this project")
     with tf.io.gfile.GFile(config_path) as f:
         config = json.load(f)

@@ -14,7 +14,7 @@ import json
 import logging
 import os
 import time
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 import tensorflow as tf
@@ -23,12 +23,10 @@ import tf_keras as keras
 from kd_trainer import data, devices, export, methods, models, precision
 from kd_trainer.checkpoints import CheckpointEachEpoch, EpochCheckpoints, fingerprint
 from kd_trainer.config import TrainerConfig
-from kd_trainer.distiller import Distiller
+from kd_trainer.contract import CONFIG_FILE, HISTORY_FILE, TAPS_SIGNATURE
+from kd_trainer.distiller import Distiller, TeacherFn
 from kd_trainer.methods.base import INPUT_GRADIENT, MAIN_STAGE, DistillationMethod, RunInfo
 from kd_trainer.provenance import code_revision
-
-HISTORY_FILE = "history.json"
-CONFIG_FILE = "trainer_config.json"
 
 
 class EpochRecorder(keras.callbacks.Callback):
@@ -152,12 +150,10 @@ def _stage_checkpoint(distiller: Distiller, method, networks_only: bool = False)
     objects: dict[str, Any] = {"student": distiller.student}
     if method is not None:
         objects["method"] = method
-    if distiller.peer is not None:
-        objects["peer"] = distiller.peer
+    if distiller.partner is not None:
+        objects.update(distiller.partner.checkpoint_objects(networks_only))
     if not networks_only:
         objects["optimizer"] = distiller.optimizer
-        if distiller.peer is not None:
-            objects["peer_optimizer"] = distiller.peer_optimizer
     return tf.train.Checkpoint(**objects)
 
 
@@ -174,6 +170,108 @@ def labels_by_index(indexed_records: tf.data.Dataset, num_examples: int, train_f
     return by_index
 
 
+# How each kind of training data (catalog.TRAINING_DATA) is read, given the files and the method's name.
+_LOADERS: dict[str, Callable[[list[str], str], tf.data.Dataset]] = {
+    methods.catalog.EXAMPLES: lambda files, _: data.load_records(files),
+    methods.catalog.FEW_SHOT_EXAMPLES: lambda files, _: data.load_records(files),
+    methods.catalog.INDEXED_EXAMPLES: data.load_indexed_records,
+    methods.catalog.IMPRESSIONS: lambda files, _: data.load_impressions(files),
+}
+
+
+def training_records(method: DistillationMethod | None, train_files: list[str], batch_size: int
+                     ) -> tuple[tf.data.Dataset, int]:
+    """(the cached training records the method trains on, their count), at least one batch."""
+    trains_on = method.trains_on if method is not None else methods.catalog.EXAMPLES
+    records = _LOADERS[trains_on](train_files, method.name if method is not None else "")
+    count = data.count(records)
+    if count < batch_size:
+        raise ValueError(f"{count} training examples in {train_files}, fewer than batch_size {batch_size}")
+    return records, count
+
+
+def load_teacher(config: TrainerConfig, teacher_dir: str | None) -> TeacherFn:
+    """The frozen teacher's `feature_taps` from the Trainer's base_model, checked to expect the
+    student's input normalization."""
+    if not teacher_dir:
+        raise ValueError(f"method '{config.method}' needs the teacher as the Trainer's base_model")
+    _, loaded = export.load_teacher(teacher_dir)
+    teacher_normalization = export.input_normalization(loaded)
+    if teacher_normalization != config.input_normalization:
+        raise ValueError(f"{teacher_dir}: the teacher expects images normalized as '{teacher_normalization}', "
+                         f"this student's input_normalization is '{config.input_normalization}'")
+
+    def feature_taps(images: tf.Tensor) -> Mapping[str, tf.Tensor]:
+        """The export's function; referencing `loaded` keeps the export's variables alive."""
+        return getattr(loaded, TAPS_SIGNATURE)(images)
+
+    return feature_taps
+
+
+def build_distiller(config: TrainerConfig, method: DistillationMethod | None, teacher_dir: str | None,
+                    policy: str) -> Distiller:
+    """The student (in the precision `policy`), the teacher or the method's partner, and the method."""
+    def network(name: str) -> keras.Model:
+        with precision.policy(policy):  # only the networks: connectors and losses stay float32
+            return models.build_model(name, config.weight_decay, weight_decay_scope=config.weight_decay_scope)
+
+    def teacher_network() -> keras.Model:
+        if not config.teacher_model:
+            raise ValueError(f"method '{config.method}' needs teacher_model (the architecture of its partner network)")
+        return network(config.teacher_model)
+
+    student = network(config.model)
+    teacher = load_teacher(config, teacher_dir) if method is not None and method.needs_teacher else None
+    partner = method.partner(teacher_network) if method is not None else None
+    return Distiller(student, method=method, teacher=teacher, partner=partner,
+                     connector_layers=models.layer_factory(config.weight_decay, config.weight_decay_scope))
+
+
+@dataclasses.dataclass
+class Progress:
+    """Where a run starts: the epochs already trained (0, or those of the checkpoint resumed from)."""
+
+    checkpoint: str | None
+    epochs_done: int
+    history: list[dict[str, Any]]
+
+    @classmethod
+    def of(cls, checkpoints: EpochCheckpoints | None, name: str) -> Progress:
+        latest = checkpoints.latest_progress() if checkpoints is not None else None
+        if latest is None:
+            return cls(None, 0, [])
+        logging.info("Resuming %s after epoch %d from %s", name, latest[1]["epochs_done"], latest[0])
+        return cls(latest[0], latest[1]["epochs_done"], list(latest[1]["history"]))
+
+
+def compile_stage(distiller: Distiller, config: TrainerConfig, stage: str, schedule, policy: str,
+                  jit_compile: bool, previous_optimizer: keras.optimizers.Optimizer | None, steps_per_epoch: int
+                  ) -> None:
+    """A fresh optimizer per stage (the seed meant to reset momentum; compile retraces
+    train_step), built up front with every variable so checkpoints have the same shape in
+    every run; with `reset_momentum_between_stages=False`, the previous stage's velocities."""
+    optimizer = precision.optimizer_for(policy, _optimizer(config, schedule))
+    partner_optimizer = None
+    if distiller.partner is not None:
+        partner_optimizer = precision.optimizer_for(policy, _optimizer(
+            config, stage_schedule(config, stage, steps_per_epoch)))
+    distiller.compile(optimizer=optimizer, partner_optimizer=partner_optimizer, jit_compile=jit_compile)
+    distiller.optimizer.build(distiller.trainable_student_variables())
+    if previous_optimizer is not None and not config.reset_momentum_between_stages:
+        _carry_momentum(previous_optimizer, distiller.optimizer)
+
+
+def restore_stage(distiller: Distiller, method, checkpoint_path: str, stage_first_epoch: int,
+                  epochs_done: int) -> None:
+    """Restores a resumed stage: everything when it was interrupted within the stage, the
+    networks only (a fresh optimizer) when it was interrupted at its start."""
+    if epochs_done > stage_first_epoch:
+        _stage_checkpoint(distiller, method).read(checkpoint_path).assert_existing_objects_matched()
+    elif epochs_done == stage_first_epoch > 0:
+        _stage_checkpoint(distiller, method, networks_only=True).read(
+            checkpoint_path).expect_partial().assert_existing_objects_matched()
+
+
 @devices.in_distribution_strategy
 def train(config: TrainerConfig, train_files: list[str], eval_files: list[str], teacher_dir: str | None,
           log_dir: str | None = None, checkpoints: EpochCheckpoints | None = None) -> TrainingOutcome:
@@ -184,51 +282,20 @@ def train(config: TrainerConfig, train_files: list[str], eval_files: list[str], 
     """
     keras.utils.set_random_seed(config.seed)
     method = methods.create(config.method, config.method_params) if config.method else None
-    if method is not None and method.trains_on_impressions:
-        train_records = data.load_impressions(train_files)
-    elif method is not None and method.uses_example_index:
-        train_records = data.load_indexed_records(train_files, config.method)
-    else:
-        train_records = data.load_records(train_files)
-    num_train = data.count(train_records)
-    if num_train < config.batch_size:
-        raise ValueError(f"{num_train} training examples in {train_files}, fewer than batch_size {config.batch_size}")
+    train_records, num_train = training_records(method, train_files, config.batch_size)
     steps_per_epoch = num_train // config.batch_size
     eval_batches = data.evaluation_batches(data.load_records(eval_files), config.eval_batch_size,
                                            config.input_normalization)
     if method is not None:
         method.prepare(RunInfo(config.epochs, config.seed, example_labels=labels_by_index(
-            train_records, num_train, train_files) if method.uses_example_index else None))
-
+            train_records, num_train, train_files) if method.trains_on == methods.catalog.INDEXED_EXAMPLES else None))
     policy = precision.resolve_precision(config.mixed_precision)
     jit_compile = precision.resolve_jit_compile(config.jit_compile)
-    with precision.policy(policy):  # only the networks: connectors and losses stay float32
-        student = models.build_model(config.model, config.weight_decay, weight_decay_scope=config.weight_decay_scope)
-    teacher, peer = None, None
-    if method is not None and method.needs_teacher:
-        if not teacher_dir:
-            raise ValueError(f"method '{config.method}' needs the teacher as the Trainer's base_model")
-        teacher, teacher_module = export.load_teacher(teacher_dir)
-        teacher_normalization = export.input_normalization(teacher_module)
-        if teacher_normalization != config.input_normalization:
-            raise ValueError(f"{teacher_dir}: the teacher expects images normalized as '{teacher_normalization}', "
-                             f"this student's input_normalization is '{config.input_normalization}'")
-    if method is not None and method.trains_peer:
-        if not config.teacher_model:
-            raise ValueError(f"method '{config.method}' needs teacher_model (the peer's architecture)")
-        with precision.policy(policy):
-            peer = models.build_model(config.teacher_model, config.weight_decay,
-                                      weight_decay_scope=config.weight_decay_scope)
-    distiller = Distiller(student, method=method, teacher=teacher, peer=peer,
-                          connector_layers=models.layer_factory(config.weight_decay, config.weight_decay_scope))
+    distiller = build_distiller(config, method, teacher_dir, policy)
 
-    resume = checkpoints.latest_progress() if checkpoints is not None else None
+    progress = Progress.of(checkpoints, config.method or config.role)
     recorder = EpochRecorder()
-    resumed_after = 0
-    if resume is not None:
-        recorder.epochs = list(resume[1]["history"])
-        resumed_after = resume[1]["epochs_done"]
-        logging.info("Resuming %s after epoch %d from %s", config.method or config.role, resumed_after, resume[0])
+    recorder.epochs = progress.history
     monitor = DivergenceMonitor(config.method, steps_per_epoch, recorder)
     callbacks: list[keras.callbacks.Callback] = [recorder, monitor]
     if log_dir:
@@ -238,35 +305,22 @@ def train(config: TrainerConfig, train_files: list[str], eval_files: list[str], 
     previous_optimizer = None  # the optimizer of the stage trained just before, in this process
     with _graph_options_for(method):
         for stage, epochs in stages.items():
-            if done + epochs <= resumed_after:  # finished before the interruption
+            if done + epochs <= progress.epochs_done:  # finished before the interruption
                 done += epochs
                 continue
             schedule = stage_schedule(config, stage, steps_per_epoch, method)
-            # A fresh optimizer per stage (the seed meant to reset momentum); compile retraces train_step.
             distiller.stage = recorder.stage = stage
-            distiller.stage_first_epoch = done
+            distiller.stage_first_epoch = monitor.stage_first_epoch = done
             recorder.schedule = schedule
-            distiller.compile(optimizer=precision.optimizer_for(policy, _optimizer(config, schedule)),
-                              peer_optimizer=precision.optimizer_for(policy, _optimizer(
-                                  config, stage_schedule(config, stage, steps_per_epoch))) if peer is not None else None,
-                              jit_compile=jit_compile)
-            # Built up front with every variable, so checkpoints have the same shape in every run.
-            distiller.optimizer.build(distiller.trainable_student_variables())
-            if previous_optimizer is not None and not config.reset_momentum_between_stages:
-                _carry_momentum(previous_optimizer, distiller.optimizer)
-            if peer is not None:
-                distiller.peer_optimizer.build(peer.trainable_variables)
+            compile_stage(distiller, config, stage, schedule, policy, jit_compile, previous_optimizer,
+                          steps_per_epoch)
             stage_callbacks = list(callbacks)
             if checkpoints is not None:
-                checkpoint = _stage_checkpoint(distiller, method)
-                if resume is not None and resumed_after > done:  # interrupted within this stage
-                    checkpoint.read(resume[0]).assert_existing_objects_matched()
-                elif resume is not None and resumed_after == done > 0:  # at a stage boundary: fresh optimizer
-                    _stage_checkpoint(distiller, method, networks_only=True).read(
-                        resume[0]).expect_partial().assert_existing_objects_matched()
-                stage_callbacks.insert(2, CheckpointEachEpoch(checkpoints, checkpoint, recorder))
-            first_epoch = max(done, resumed_after)
-            monitor.stage_first_epoch = done
+                if progress.checkpoint is not None:
+                    restore_stage(distiller, method, progress.checkpoint, done, progress.epochs_done)
+                stage_callbacks.insert(2, CheckpointEachEpoch(checkpoints, _stage_checkpoint(distiller, method),
+                                                              recorder))
+            first_epoch = max(done, progress.epochs_done)
             distiller.fit(data.training_batches(train_records, config.batch_size, config.seed, num_train,
                                                 first_epoch=first_epoch, epochs=done + epochs - first_epoch,
                                                 one_crop_per_batch=config.one_crop_per_batch,
@@ -277,7 +331,8 @@ def train(config: TrainerConfig, train_files: list[str], eval_files: list[str], 
             previous_optimizer = distiller.optimizer
             if monitor.divergence is not None:
                 break
-    return TrainingOutcome(student, recorder.epochs, monitor.divergence, resumed_after, policy, jit_compile)
+    return TrainingOutcome(distiller.student, recorder.epochs, monitor.divergence, progress.epochs_done, policy,
+                           jit_compile)
 
 
 def write_json(path: str, payload: Any) -> None:

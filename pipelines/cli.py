@@ -20,6 +20,7 @@ import time
 import traceback
 from pathlib import Path
 
+from kd_trainer.contract import CONFIG_FILE, HISTORY_FILE, LEADERBOARD_TABLE, REPORT_PAGE
 from pipelines import presets
 
 
@@ -38,12 +39,12 @@ def _run(args: argparse.Namespace) -> int:
     print(f"  artifacts:   {paths.pipeline_root}")
     print(f"  metadata:    {paths.metadata_path}")
     print(f"  leaderboard: {report}  (report.html, leaderboard.md/.csv/.json, plots)\n")
-    print(Path(report, "leaderboard.md").read_text())
+    print(Path(report, LEADERBOARD_TABLE).read_text())
     return 0
 
 
 def _report(args: argparse.Namespace) -> int:
-    from components.leaderboard import markdown_table
+    from kd_results.tables import markdown_table
     from pipelines import results
 
     root = Path(args.pipeline_root).resolve()
@@ -55,12 +56,13 @@ def _report(args: argparse.Namespace) -> int:
     artifacts, relocate = results.relocated(artifacts, str(root))
     output = args.output or str(root.parent / "report")
     rows = results.regenerate_report(artifacts, output, relocate)
-    print(f"kd: report written to {output}/report.html\n\n{markdown_table(rows)}")
+    print(f"kd: report written to {output}/{REPORT_PAGE}\n\n{markdown_table(rows)}")
     return 0
 
 
 def _compile(args: argparse.Namespace) -> int:
     from pipelines import kubeflow_runner
+    from pipelines.kubeflow_submit import OptionError
     from pipelines.revision import code_revision
 
     preset = presets.resolve(args.preset, args.overrides)
@@ -72,7 +74,7 @@ def _compile(args: argparse.Namespace) -> int:
         compiled = kubeflow_runner.compile_pipeline(
             preset, args.pipeline_root, args.image, output, code_revision(), beam_pipeline_args=beam_args,
             enable_cache=not args.no_cache, allow_download=args.allow_download)
-    except kubeflow_runner.OptionError as error:
+    except OptionError as error:
         print(f"kd: error: {error}", file=sys.stderr)
         return 2
     parameters = ", ".join(f"{name}={value!r}" for name, value in compiled.parameters.items())
@@ -92,26 +94,26 @@ def _compile(args: argparse.Namespace) -> int:
 def _submit(args: argparse.Namespace) -> int:
     import yaml
 
-    from pipelines import kubeflow_runner
+    from pipelines import kubeflow_submit
 
     try:
         package = Path(args.package)
         if not package.is_file():
-            raise kubeflow_runner.OptionError(f"no compiled pipeline at {package} (run `kd compile` first)")
-        parameters = kubeflow_runner.parse_parameters(next(yaml.safe_load_all(package.read_text())), args.params)
-        auth = kubeflow_runner.Auth(token=args.token, token_file=args.token_file, iap_client_id=args.iap_client_id,
+            raise kubeflow_submit.OptionError(f"no compiled pipeline at {package} (run `kd compile` first)")
+        parameters = kubeflow_submit.parse_parameters(next(yaml.safe_load_all(package.read_text())), args.params)
+        auth = kubeflow_submit.Auth(token=args.token, token_file=args.token_file, iap_client_id=args.iap_client_id,
                                     sa_token_path=args.sa_token_path, cookies=args.cookies,
                                     ssl_ca_cert=args.ssl_ca_cert)
-        submission = kubeflow_runner.submit(
+        submission = kubeflow_submit.submit(
             package, args.host, experiment=args.experiment,
-            run_name=args.run_name or kubeflow_runner.timestamped(package.stem),
-            version_name=args.version_name or kubeflow_runner.timestamped(package.stem),
+            run_name=args.run_name or kubeflow_submit.timestamped(package.stem),
+            version_name=args.version_name or kubeflow_submit.timestamped(package.stem),
             namespace=args.namespace, pipeline_root=args.pipeline_root,
             enable_caching=False if args.no_cache else None, parameters=parameters, auth=auth)
-    except kubeflow_runner.OptionError as error:
+    except kubeflow_submit.OptionError as error:
         print(f"kd: error: {error}", file=sys.stderr)
         return 2
-    except kubeflow_runner.SubmitError as error:
+    except kubeflow_submit.SubmitError as error:
         print(f"kd: error: {error}", file=sys.stderr)
         return 1
     print(f"kd: run {submission.run_id} started on {args.host} (experiment {submission.experiment_id}, "
@@ -155,12 +157,12 @@ def recorded_teachers(metadata_path: Path) -> list[dict]:
         outputs = sorted({e.artifact_id for e in store.get_events_by_execution_ids([x.id for x in executions])
                           if e.type == metadata_store_pb2.Event.OUTPUT})
         for artifact in store.get_artifacts_by_id(outputs):
-            config_path = os.path.join(artifact.uri, "trainer_config.json")
+            config_path = os.path.join(artifact.uri, CONFIG_FILE)
             if artifact.state != metadata_store_pb2.Artifact.LIVE or not tf.io.gfile.exists(config_path):
                 continue  # not a Model (e.g. the ModelRun), or one whose Trainer did not finish
             with tf.io.gfile.GFile(config_path) as f:
                 config = json.load(f)
-            with tf.io.gfile.GFile(os.path.join(artifact.uri, "history.json")) as f:
+            with tf.io.gfile.GFile(os.path.join(artifact.uri, HISTORY_FILE)) as f:
                 curve = [epoch["val_accuracy"] for epoch in json.load(f) if epoch.get("stage", "main") == "main"]
             teachers.append({"uri": artifact.uri, "pipeline": context.name.removesuffix(TEACHER_NODE_SUFFIX),
                              "created": time.strftime("%Y-%m-%d %H:%M", time.gmtime(

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from components.cifar100 import ARCHIVE_NAME, DATA_DIR_ENV, DEFAULT_DATA_DIR, FOLDER_NAME
+from kd_data.cifar100 import ARCHIVE_NAME, DATA_DIR_ENV, DEFAULT_DATA_DIR, FOLDER_NAME
 
 REQUIRED_MEMBERS = tuple(f"{FOLDER_NAME}/{name}" for name in ("meta", "train", "test"))
 CHUNK_BYTES = 8 << 20

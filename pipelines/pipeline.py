@@ -43,13 +43,12 @@ from components.evaluator import KDEvaluator
 from components.leaderboard import Leaderboard
 from components.trainer import DIVERGED_PROPERTY, KDTrainer
 from kd_trainer import export, methods
+from kd_trainer.contract import LABEL_KEY, PREDICTION_KEY, SLICE_KEY
+from kd_trainer.methods.catalog import FEW_SHOT_EXAMPLES, IMPRESSIONS
 from pipelines import revision
-from pipelines.presets import Preset, teacher_taps, to_dict
+from pipelines.presets import Preset, methods_training_on, teacher_taps, to_dict
 
 RUN_FN = "kd_trainer.run_fn.run_fn"
-LABEL_KEY = "fine_label"
-PREDICTION_KEY = "probabilities"
-SLICE_FEATURE = "coarse_label"
 ECE_MODULE, ECE_BINS = "kd_trainer.metrics", 15
 EXAMPLE_GEN_MODULE = "components.cifar_example_gen"
 TRAINER_MODULES = (RUN_FN.rpartition(".")[0], "components.trainer")
@@ -120,7 +119,7 @@ def eval_config(blessing_margin: float | None) -> tfma.EvalConfig:
     ]
     return tfma.EvalConfig(
         model_specs=model_specs,
-        slicing_specs=[tfma.SlicingSpec(), tfma.SlicingSpec(feature_keys=[SLICE_FEATURE])],
+        slicing_specs=[tfma.SlicingSpec(), tfma.SlicingSpec(feature_keys=[SLICE_KEY])],
         metrics_specs=[tfma.MetricsSpec(metrics=metrics)],
     )
 
@@ -157,26 +156,27 @@ def _student_examples(preset: Preset, examples: BaseChannel, teacher_model: Base
                       ) -> tuple[list, dict[str, BaseChannel]]:
     """Extra data components, and the examples of the methods whose students do not train on `examples`.
 
-    `zero_shot`: DataImpressions' output, whose train split holds only impressions synthesised
-    from the teacher and whose eval split is a copy of the real one (validation curves); the
-    real training split is no input of that Trainer. `soft_logits_fewshot`: a second
-    CifarExampleGen keeping `few_shot_fraction` of each class's training images.
+    By each method's catalog `trains_on`: impressions (`zero_shot`) get DataImpressions' output,
+    whose train split holds only impressions synthesised from the teacher and whose eval split
+    is a copy of the real one (validation curves); the real training split is no input of that
+    Trainer. Few-shot examples (`soft_logits_fewshot`) get a second CifarExampleGen keeping
+    `few_shot_fraction` of each class's training images.
     """
     components, by_method = [], {}
-    if "zero_shot" in preset.methods:
+    if methods_training_on(preset, IMPRESSIONS):
         impressions = keyed_by_code(DataImpressions(model=teacher_model, examples=examples, options=preset.zero_shot,
                                                     seed=preset.seed).with_id("DataImpressions"),
                                     "components.data_impressions")
         components.append(impressions)
-        by_method["zero_shot"] = impressions.outputs["impressions"]
-    if "soft_logits_fewshot" in preset.methods:
+        by_method.update(dict.fromkeys(methods_training_on(preset, IMPRESSIONS), impressions.outputs["impressions"]))
+    if methods_training_on(preset, FEW_SHOT_EXAMPLES):
         data = preset.data
         few_shot = keyed_by_code(CifarExampleGen(
             data_dir=data_dir, allow_download=data.allow_download, train_per_class=preset.few_shot_per_class(),
             eval_per_class=data.eval_per_class, seed=data.seed, require_official_sizes=data.require_official_sizes,
         ).with_id("CifarExampleGen.fewshot"), EXAMPLE_GEN_MODULE)
         components.append(few_shot)
-        by_method["soft_logits_fewshot"] = few_shot.outputs["examples"]
+        by_method.update(dict.fromkeys(methods_training_on(preset, FEW_SHOT_EXAMPLES), few_shot.outputs["examples"]))
     return components, by_method
 
 

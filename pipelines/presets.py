@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import types
 import typing
 from typing import Any
 
-from kd_trainer import methods
-from kd_trainer.config import (MAX_SEED, MAX_TRIALS, ImpressionOptions, TrainerConfig, TrainingConfig, collect,
-                               int_problem, number_problem)
+from kd_trainer import fields, methods
+from kd_trainer.config import MAX_SEED, MAX_TRIALS, ImpressionOptions, TrainerConfig, TrainingConfig
+from kd_trainer.methods.catalog import FEW_SHOT_EXAMPLES, IMPRESSIONS
 from kd_trainer.model_specs import (DEFAULT_INPUT_NORMALIZATION, INPUT_NORMALIZATIONS, MOBILE_MODELS, MODEL_SPECS,
                                     NUM_CLASSES, tap_shapes)
 
@@ -26,19 +25,25 @@ class PresetError(ValueError):
     """A preset name, override or value is invalid (raised before anything runs)."""
 
 
+TRAIN_IMAGES_PER_CLASS = 500  # CIFAR-100's official training split
+TEST_IMAGES_PER_CLASS = 100
+PROTOCOLS = ("", "seed", "crd")  # published protocols (kd_results/published/)
+
+
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
     """Where CIFAR-100 comes from and how much of it a run uses."""
 
-    data_dir: str = ""  # empty: $KD_CIFAR100_DIR, then a download to ~/.cache
-    allow_download: bool = True
-    train_per_class: int | None = None  # None: all 500 training images per class
-    eval_per_class: int | None = None  # None: all 100 test images per class
-    require_official_sizes: bool = True
-    seed: int = 0
+    data_dir: str = fields.text()  # empty: $KD_CIFAR100_DIR, then a download to ~/.cache
+    allow_download: bool = fields.flag(True)
+    # None: all 500 training / 100 test images per class
+    train_per_class: int | None = fields.integer(None, 1, TRAIN_IMAGES_PER_CLASS, optional=True)
+    eval_per_class: int | None = fields.integer(None, 1, TEST_IMAGES_PER_CLASS, optional=True)
+    require_official_sizes: bool = fields.flag(True)
+    seed: int = fields.integer(0, 0, MAX_SEED)
     # How every network of the run sees an image (model_specs.INPUT_NORMALIZATIONS): "seed_bgr"
     # runs the seed's BGR-statistics bug (docs/fidelity.md).
-    normalization: str = DEFAULT_INPUT_NORMALIZATION
+    normalization: str = fields.one_of(tuple(INPUT_NORMALIZATIONS), DEFAULT_INPUT_NORMALIZATION)
 
 
 MAX_GPUS_PER_TRAINER = 16
@@ -55,37 +60,27 @@ class ResourcesConfig:
     `NVIDIA_TESLA_T4` on Vertex AI (which has no node selectors: leave it empty there).
     """
 
-    teacher_gpus: int = 0
-    student_gpus: int = 0  # the baseline and every distilled student
-    accelerator_type: str = "nvidia.com/gpu"
-    node_selector: dict[str, str] = dataclasses.field(default_factory=dict)
-    cpu_limit: float = 0.0  # cores
-    memory_limit_gb: float = 0.0
+    teacher_gpus: int = fields.integer(0, 0, MAX_GPUS_PER_TRAINER)
+    student_gpus: int = fields.integer(0, 0, MAX_GPUS_PER_TRAINER)  # the baseline and every distilled student
+    accelerator_type: str = fields.text("nvidia.com/gpu")
+    node_selector: dict[str, str] = fields.free(dict, default_factory=dict)  # label name -> value
+    cpu_limit: float = fields.number(0.0, 0, 1024)  # cores
+    memory_limit_gb: float = fields.number(0.0, 0, 65536)
     # The Beam components' pods (ExampleGen, Evaluators, DataImpressions): CPU / memory
     # requests (and limits); Beam's DirectRunner starts one worker per requested core.
     # DataImpressions also gets teacher_gpus GPUs. 0: the cluster's default, and one worker.
-    beam_cpu: float = 2.0
-    beam_memory_gb: float = 8.0
+    beam_cpu: float = fields.number(2.0, 0, 1024)
+    beam_memory_gb: float = fields.number(8.0, 0, 65536)
 
     def __post_init__(self):
-        problems = []
-        for name in ("teacher_gpus", "student_gpus"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_GPUS_PER_TRAINER:
-                problems.append(f"{name} must be an integer in [0, {MAX_GPUS_PER_TRAINER}], got {value!r}")
+        problems = fields.problems(self)
         if (self.teacher_gpus or self.student_gpus) and not self.accelerator_type:
             problems.append("accelerator_type must be set when a Trainer requests GPUs (e.g. nvidia.com/gpu)")
-        if not all(isinstance(k, str) and k and isinstance(v, str) for k, v in self.node_selector.items()):
+        if not isinstance(self.node_selector, dict) or not all(
+                isinstance(k, str) and k and isinstance(v, str) for k, v in self.node_selector.items()):
             problems.append(f"node_selector must map label names to string values, got {self.node_selector!r}")
-        problems += collect(number_problem("cpu_limit", self.cpu_limit, 0, 1024),
-                            number_problem("memory_limit_gb", self.memory_limit_gb, 0, 65536),
-                            number_problem("beam_cpu", self.beam_cpu, 0, 1024),
-                            number_problem("beam_memory_gb", self.beam_memory_gb, 0, 65536))
         if problems:
             raise ValueError(f"invalid {type(self).__name__}: " + "; ".join(problems))
-
-
-TRAIN_IMAGES_PER_CLASS = 500  # CIFAR-100's official training split
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,7 +89,7 @@ class TeacherConfig(TrainingConfig):
     folder of an earlier run, or its `Format-Serving` SavedModel, local or on object storage
     (gs://, s3://). An imported teacher replaces Trainer.teacher; `model` must name its architecture."""
 
-    import_from: str = ""
+    import_from: str = fields.text()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,40 +100,35 @@ class ZeroShotConfig(ImpressionOptions):
 
     # Fraction of each class's training images (data.train_per_class, else all 500) that the
     # `soft_logits_fewshot` student trains on (the seed author compared 1% to 40%).
-    few_shot_fraction: float = 0.4
-
-    def problems(self) -> list[str]:
-        problems = super().problems()
-        problems += collect(number_problem("few_shot_fraction", self.few_shot_fraction, 0, 1, low_open=True))
-        return problems
+    few_shot_fraction: float = fields.number(0.4, 0, 1, low_open=True)
 
 
 @dataclasses.dataclass(frozen=True)
 class Preset:
     """A benchmark run: data, teacher and student training, methods, trials, blessing."""
 
-    name: str
-    description: str
-    data: DataConfig
-    teacher: TeacherConfig
-    student: TrainingConfig  # used by the baseline student and every distilled student
-    methods: tuple[str, ...] = ("soft_logits",)
+    name: str = fields.free(str)
+    description: str = fields.free(str)
+    data: DataConfig = fields.free(DataConfig)
+    teacher: TeacherConfig = fields.free(TeacherConfig)
+    student: TrainingConfig = fields.free(TrainingConfig)  # the baseline student's and every distilled student's
+    methods: tuple[str, ...] = fields.free(tuple, ("soft_logits",))  # names in the method catalog
     # Methods the preset's protocol also covers that it does not run unless asked
     # (`--set methods=...`), e.g. the seed author's later methods in `seed`.
-    optional_methods: tuple[str, ...] = ()
-    method_params: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
-    trials: int = 1
-    seed: int = 0
+    optional_methods: tuple[str, ...] = fields.free(tuple, ())
+    method_params: dict[str, dict[str, Any]] = fields.free(dict, default_factory=dict)  # method -> its Params
+    trials: int = fields.integer(1, 1, MAX_TRIALS)
+    seed: int = fields.integer(0, 0, MAX_SEED - MAX_TRIALS)  # trial k trains with seed + k - 1
     # A student is blessed when its accuracy is at least the baseline's minus this margin.
-    blessing_margin: float = 0.0
-    zero_shot: ZeroShotConfig = dataclasses.field(default_factory=ZeroShotConfig)
-    resources: ResourcesConfig = dataclasses.field(default_factory=ResourcesConfig)
+    blessing_margin: float = fields.number(0.0, 0, 1, high_open=True)
+    zero_shot: ZeroShotConfig = fields.free(ZeroShotConfig, default_factory=ZeroShotConfig)
+    resources: ResourcesConfig = fields.free(ResourcesConfig, default_factory=ResourcesConfig)
     # The published protocol this preset follows (`seed`, `crd`): the report puts the figures
-    # published for it (components/published/) beside ours. Empty: none.
-    protocol: str = ""
+    # published for it (kd_results/published/) beside ours. Empty: none.
+    protocol: str = fields.one_of(PROTOCOLS, "")
     # RepDistiller trains MobileNet/ShuffleNet students at lr 0.01 instead of 0.05 (train_student.py);
     # when set, the baseline and the students use it if student.model is one of model_specs.MOBILE_MODELS.
-    mobile_student_learning_rate: float | None = None
+    mobile_student_learning_rate: float | None = fields.number(None, 0, 10, low_open=True, optional=True)
 
     def __post_init__(self):
         validate(self)
@@ -181,17 +171,23 @@ def _cross_field_problems(preset: Preset) -> list[str]:
         except ValueError as error:
             problems.append(str(error))
     batch = preset.student.batch_size
-    if "zero_shot" in preset.methods and preset.zero_shot.num_impressions < batch:
-        problems.append(f"zero_shot.num_impressions ({preset.zero_shot.num_impressions}) must be at least "
-                        f"student.batch_size ({batch}): the zero_shot student trains on full batches of impressions")
-    if "soft_logits_fewshot" in preset.methods and preset.few_shot_per_class() * NUM_CLASSES < batch:
-        problems.append(f"zero_shot.few_shot_fraction ({preset.zero_shot.few_shot_fraction}) keeps "
-                        f"{preset.few_shot_per_class()} training image(s) per class, fewer in all than "
-                        f"student.batch_size ({batch})")
+    for method in methods_training_on(preset, IMPRESSIONS):
+        if preset.zero_shot.num_impressions < batch:
+            problems.append(f"zero_shot.num_impressions ({preset.zero_shot.num_impressions}) must be at least "
+                            f"student.batch_size ({batch}): the {method} student trains on full batches of "
+                            "impressions")
+    for method in methods_training_on(preset, FEW_SHOT_EXAMPLES):
+        if preset.few_shot_per_class() * NUM_CLASSES < batch:
+            problems.append(f"zero_shot.few_shot_fraction ({preset.zero_shot.few_shot_fraction}) keeps "
+                            f"{preset.few_shot_per_class()} training image(s) per class for the {method} student, "
+                            f"fewer in all than student.batch_size ({batch})")
     return problems
 
 
-PROTOCOLS = ("", "seed", "crd")
+def methods_training_on(preset: Preset, training_data: str) -> list[str]:
+    """The preset's methods whose students train on `training_data` (catalog.TRAINING_DATA)."""
+    return [method for method in preset.methods
+            if method in methods.CATALOG and methods.catalog.entry(method).trains_on == training_data]
 
 
 def _pair_problems(preset: Preset) -> list[str]:
@@ -223,28 +219,7 @@ def validate(preset: Preset) -> None:
     stray = sorted(set(preset.method_params) - set(methods.CATALOG))
     if stray:
         problems.append(f"method_params for unknown method(s) {stray}; valid: {', '.join(sorted(methods.CATALOG))}")
-    problems += collect(
-        int_problem("trials", preset.trials, 1, MAX_TRIALS),
-        # Trial k trains with seed + k - 1.
-        int_problem("seed", preset.seed, 0, MAX_SEED - MAX_TRIALS),
-        int_problem("data.seed", preset.data.seed, 0, MAX_SEED),
-        number_problem("blessing_margin", preset.blessing_margin, 0, 1, high_open=True),
-    )
-    data = preset.data
-    if not isinstance(data.data_dir, str):
-        problems.append(f"data.data_dir must be a path or URI string, got {data.data_dir!r}")
-    for key in ("train_per_class", "eval_per_class"):
-        value = getattr(data, key)
-        limit = 500 if key == "train_per_class" else 100
-        if value is not None and (not isinstance(value, int) or not 1 <= value <= limit):
-            problems.append(f"data.{key} must be null or an integer in [1, {limit}], got {value!r}")
-    if data.normalization not in INPUT_NORMALIZATIONS:
-        problems.append(f"data.normalization must be one of {', '.join(INPUT_NORMALIZATIONS)}, got {data.normalization!r}")
-    if preset.protocol not in PROTOCOLS:
-        problems.append(f"protocol must be one of {PROTOCOLS}, got {preset.protocol!r}")
-    if preset.mobile_student_learning_rate is not None and not 0 < preset.mobile_student_learning_rate <= 10:
-        problems.append(f"mobile_student_learning_rate must be null or in (0, 10], got "
-                        f"{preset.mobile_student_learning_rate}")
+    problems += fields.problems(preset) + fields.problems(preset.data, lambda name: f"data.{name}")
     if problems:
         raise PresetError(f"invalid preset '{preset.name}': " + "; ".join(problems))
     # Trainer-level checks (epochs, learning rate, ...) and method parameter names/types.
@@ -366,37 +341,6 @@ PRESETS: dict[str, Preset] = {
 }
 
 
-def _coerce(value: Any, annotation: Any, key: str) -> Any:
-    """Checks/converts a JSON value to a dataclass field's annotated type."""
-    origin = typing.get_origin(annotation)
-    args = typing.get_args(annotation)
-    if annotation is Any:
-        return value
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        return _coerce(value, next(a for a in args if a is not type(None)), key)
-    if origin is tuple:
-        if isinstance(value, str):  # `--set x=0.5,0.75`: each item parsed like a whole value
-            value = [parse_override(f"{key}={v.strip()}")[1] for v in value.split(",") if v.strip()]
-        if not isinstance(value, list):
-            raise PresetError(f"override '{key}': expected a list, got {value!r}")
-        return tuple(_coerce(v, args[0], key) for v in value)
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise PresetError(f"override '{key}': expected an object, got {value!r}")
-        return value
-    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if annotation is bool and not isinstance(value, bool):
-        raise PresetError(f"override '{key}': expected true or false, got {value!r}")
-    if annotation is int and (isinstance(value, bool) or not isinstance(value, int)):
-        raise PresetError(f"override '{key}': expected an integer, got {value!r}")
-    if not isinstance(value, annotation):
-        raise PresetError(f"override '{key}': expected {annotation.__name__}, got {value!r}")
-    return value
-
-
 def _override(obj: Any, path: list[str], value: Any, key: str) -> Any:
     hints = typing.get_type_hints(type(obj))
     field = path[0]
@@ -404,7 +348,11 @@ def _override(obj: Any, path: list[str], value: Any, key: str) -> Any:
         valid = sorted(f for f in hints if f != "name")
         raise PresetError(f"unknown key '{key}' (no field '{field}' in {type(obj).__name__}); valid: {valid}")
     if len(path) == 1:
-        return dataclasses.replace(obj, **{field: _coerce(value, hints[field], key)})
+        try:
+            coerced = fields.coerce(value, hints[field])
+        except ValueError as error:
+            raise PresetError(f"override '{key}': {error}") from None
+        return dataclasses.replace(obj, **{field: coerced})
     current = getattr(obj, field)
     if isinstance(current, dict):
         updated = {**current, path[1]: _override_dict(current.get(path[1], {}), path[2:], value, key)}

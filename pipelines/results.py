@@ -21,7 +21,10 @@ from ml_metadata import errors as mlmd_errors
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
-from components import leaderboard
+from components.leaderboard import LeaderboardArtifact
+from kd_results.records import collect_records
+from kd_results.report import write_report
+from kd_trainer.contract import LEADERBOARD_JSON
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 # Tables every ML Metadata schema has (the rest depend on its version).
@@ -166,7 +169,7 @@ def relocated(artifacts: dict[str, dict[str, metadata_store_pb2.Artifact]],
 def leaderboard_dir(artifacts: dict[str, dict[str, metadata_store_pb2.Artifact]]) -> str:
     """The folder of the run's Leaderboard output."""
     outputs = artifacts.get("Leaderboard", {})
-    for type_name in (leaderboard.LeaderboardArtifact.TYPE_NAME, *leaderboard.LeaderboardArtifact.LEGACY_TYPE_NAMES):
+    for type_name in (LeaderboardArtifact.TYPE_NAME, *LeaderboardArtifact.LEGACY_TYPE_NAMES):
         if type_name in outputs:
             return outputs[type_name].uri
     raise RunFolderError("the run has no Leaderboard output (did the pipeline finish?)")
@@ -180,7 +183,7 @@ def _existing(uri: str, component: str, type_name: str) -> str:
 
 
 def _previous_report(artifacts: dict[str, dict[str, metadata_store_pb2.Artifact]]) -> tuple[dict, str]:
-    path = os.path.join(leaderboard_dir(artifacts), "leaderboard.json")
+    path = os.path.join(leaderboard_dir(artifacts), LEADERBOARD_JSON)
     try:
         with tf.io.gfile.GFile(path) as f:
             previous = json.load(f)
@@ -210,8 +213,8 @@ def regenerate_report(artifacts: dict[str, dict[str, metadata_store_pb2.Artifact
                 blessing.custom_properties["blessed"].int_value == 1
     if "Leaderboard" in artifacts:
         configuration, title = _previous_report(artifacts)
-    records = leaderboard.collect_records(evaluations, blessings, models, relocate)
+    records = collect_records(evaluations, blessings, models, relocate)
     if "Leaderboard" not in artifacts:  # a run from before the Leaderboard component: each Trainer's own configuration
         configuration = {"trainers": {r["model_uri"].split(os.sep)[-3]: r["config"] for r in records}}
         title = "KD benchmark report"
-    return leaderboard.write_report(output_dir, records, configuration, title)
+    return write_report(output_dir, records, configuration, title)

@@ -16,7 +16,7 @@ from typing import Callable, Iterable
 
 from kd_trainer.provenance import REPO_ROOT, REVISION_ENV, code_revision  # noqa: F401 (re-exported)
 
-PROJECT_PACKAGES = ("kd_trainer", "components", "pipelines")
+PROJECT_PACKAGES = ("kd_trainer", "kd_data", "kd_results", "components", "pipelines")
 METHODS_PACKAGE = "kd_trainer.methods"
 # Every method's hyper-parameters: in no method's fingerprint; a student's fingerprint covers its own
 # method's defaults instead (pipelines/pipeline.py: trainer_code_fingerprint).

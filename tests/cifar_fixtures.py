@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from components.cifar100 import COARSE_OF_FINE
+from kd_data.cifar100 import COARSE_OF_FINE
 
 
 class Py2Pickler(pickle._Pickler):  # the pure-Python pickler lets us swap one opcode writer

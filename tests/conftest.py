@@ -80,3 +80,12 @@ def smoke_first_run(tmp_path_factory, tiny_archive) -> SmokeRun:
 def smoke_run(smoke_first_run: SmokeRun) -> tuple[list[str], LocalPaths]:
     """(`kd run` arguments, paths) of the finished smoke run."""
     return smoke_first_run.args, smoke_first_run.paths
+
+
+@pytest.fixture
+def float64_layers():
+    """Keras layers created inside the test compute in float64 (restored afterwards)."""
+    from method_harness import float64_layers as in_float64
+
+    with in_float64():
+        yield

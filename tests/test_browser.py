@@ -21,7 +21,8 @@ import tensorflow_model_analysis as tfma
 
 import browser
 from conftest import SmokeRun
-from components import leaderboard
+from kd_data.cifar100 import COARSE_LABEL_NAMES
+from kd_trainer.contract import LEADERBOARD_JSON, REPORT_PAGE, SLICE_KEY
 from pipelines import notebook, results
 
 SERVER_START_TIMEOUT_S = 90
@@ -140,11 +141,11 @@ def test_tfma_views_render_in_the_classic_notebook(jupyter, chromium, smoke_firs
     evaluation = artifacts[f"Evaluator.{students[0]}"]["ModelEvaluation"].uri
     candidate = tfma.load_eval_result(evaluation, model_name="candidate")
     superclasses = sorted(int(key[0][1]) for key, _ in candidate.slicing_metrics
-                          if key and key[0][0] == leaderboard.SLICE_FEATURE)
+                          if key and key[0][0] == SLICE_KEY)
 
     slicing = view_table(chromium, "tfma-nb-slicing-metrics")  # one row per superclass present
     assert slicing["widgetData"] == len(superclasses)
-    assert sorted(slicing["rows"]) == sorted(f"{leaderboard.SLICE_FEATURE}:{k}" for k in superclasses)
+    assert sorted(slicing["rows"]) == sorted(f"{SLICE_KEY}:{k}" for k in superclasses)
     comparison = view_table(chromium, "tfma-nb-time-series")  # the baseline, then every student
     assert comparison["widgetData"] == len(comparison["rows"]) == 1 + len(students)
     for table in (slicing, comparison):  # drawn where Google Charts loaded, 20 rows a page
@@ -156,13 +157,13 @@ def test_tfma_views_render_in_the_classic_notebook(jupyter, chromium, smoke_firs
 def test_report_renders_with_every_image_and_table(smoke_first_run, chromium, tmp_path):
     paths = smoke_first_run.paths
     board = Path(results.leaderboard_dir(results.latest_artifacts(paths.connection_config(), paths.pipeline_name)))
-    chromium.navigate((board / "report.html").as_uri())
+    chromium.navigate((board / REPORT_PAGE).as_uri())
     images = chromium.evaluate("Array.from(document.images).map(i => i.complete && i.naturalWidth > 0)")
     assert images == [True] * 3
-    rows = json.loads((board / "leaderboard.json").read_text())["rows"]
+    rows = json.loads((board / LEADERBOARD_JSON).read_text())["rows"]
     counts = chromium.evaluate("Array.from(document.querySelectorAll('table')).map(t => t.tBodies[0].rows.length)")
     students = [m for m in smoke_first_run.preset.methods] * smoke_first_run.preset.trials
-    assert counts == [len(rows), len(students) * len(leaderboard.COARSE_LABEL_NAMES)]
+    assert counts == [len(rows), len(students) * len(COARSE_LABEL_NAMES)]
 
     column = "Array.from(document.querySelectorAll('#superclass-table tbody tr')).filter(r => !r.hidden)" \
              ".map(r => Number(r.cells[4].dataset.sort))"  # top-1
@@ -173,6 +174,6 @@ def test_report_renders_with_every_image_and_table(smoke_first_run, chromium, tm
     assert chromium.evaluate(column) == sorted(ascending, reverse=True)
     chromium.evaluate("var s = document.querySelector('select.superclass-filter'); s.selectedIndex = 1;"
                       "s.dispatchEvent(new Event('change'))")
-    assert len(chromium.evaluate(column)) == len(leaderboard.COARSE_LABEL_NAMES)
+    assert len(chromium.evaluate(column)) == len(COARSE_LABEL_NAMES)
     chromium.screenshot(tmp_path / "report.png")
     assert not chromium.console_errors, chromium.console_errors

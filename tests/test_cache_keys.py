@@ -20,6 +20,7 @@ import pytest
 from conftest import REPO_ROOT, SMOKE_OVERRIDES
 from pipelines import presets, results, revision
 from kd_trainer import methods
+from kd_trainer.contract import CONFIG_FILE, LEADERBOARD_JSON
 from pipelines.pipeline import EXAMPLE_GEN_MODULE, TRAINER_MODULES, create_pipeline, trainer_code_fingerprint
 
 METHODS = ("soft_logits", "at")
@@ -39,11 +40,20 @@ def test_a_trainer_covers_the_training_loop_but_not_the_methods(tmp_path):
     assert not any(f.startswith("kd_trainer/methods/") or f.startswith("tests/") or f.endswith(".md") for f in files)
     jacobian = {str(p.relative_to(REPO_ROOT)) for p in revision.source_files(
         ["kd_trainer.methods.jacobian"], skip=lambda m: m in (revision.METHODS_PACKAGE, revision.CATALOG_MODULE))}
-    # Its own module and what it imports (attention's terms, the base class and the connectors' layer
-    # factory), not the registry, the catalog of every method's parameters, or other methods.
+    # Its own module and what it imports (attention's terms, the base class with its gradient helpers and
+    # the connectors' layer factory), not the registry, the catalog of every method's parameters, or other methods.
     assert jacobian == {"kd_trainer/__init__.py", "kd_trainer/methods/jacobian.py", "kd_trainer/methods/attention.py",
-                        "kd_trainer/methods/base.py", "kd_trainer/models.py", "kd_trainer/model_specs.py"}
+                        "kd_trainer/methods/base.py", "kd_trainer/gradients.py", "kd_trainer/models.py",
+                        "kd_trainer/model_specs.py"}
     assert trainer_code_fingerprint("soft_logits") != trainer_code_fingerprint("at") != trainer_code_fingerprint()
+
+
+def test_the_leaderboard_covers_the_results_library_it_runs():
+    files = {str(p.relative_to(REPO_ROOT)) for p in revision.source_files(["components.leaderboard"],
+                                                                           skip=revision._in_methods_package)}
+    assert {"components/leaderboard.py", "kd_results/__init__.py", "kd_results/records.py", "kd_results/tables.py",
+            "kd_results/plots.py", "kd_results/report.py", "kd_results/published.py", "kd_data/cifar100.py",
+            "kd_trainer/contract.py"} <= files
 
 
 def test_walk_resolves_relative_and_submodule_imports(tmp_path):
@@ -135,7 +145,7 @@ def test_a_change_re_runs_only_the_components_that_run_that_code(tmp_path, tiny_
     assert first == {node: "COMPLETE" for node in everything}, first
     first_revision = git(clone, "rev-parse", "--short=12", "HEAD")
     teacher_dir = next((output / "kd-smoke" / "root" / "Trainer.teacher" / "model").iterdir())
-    assert json.loads((teacher_dir / "trainer_config.json").read_text())["code_revision"] == first_revision
+    assert json.loads((teacher_dir / CONFIG_FILE).read_text())["code_revision"] == first_revision
 
     # One method's module changes and the first run's teacher is imported, in one second run:
     # - the changed method's Trainer and Evaluator execute (and the Leaderboard, which reads them);
@@ -148,7 +158,7 @@ def test_a_change_re_runs_only_the_components_that_run_that_code(tmp_path, tiny_
     assert second == {"Importer.teacher": "CACHED", **{n: "COMPLETE" for n in executed},
                       **{n: "CACHED" for n in everything - executed - {"Trainer.teacher"}}}, second
     # Provenance: each model's trainer_config.json has the revision it was trained at.
-    newest = max((output / "kd-smoke" / "root" / "Leaderboard").rglob("leaderboard.json"),
+    newest = max((output / "kd-smoke" / "root" / "Leaderboard").rglob(LEADERBOARD_JSON),
                  key=lambda p: int(p.parent.name))
     assert json.loads(newest.read_text())["code_revisions"] == sorted([first_revision, method_revision])
 

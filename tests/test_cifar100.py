@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import cifar_fixtures
-from components import cifar100
+from kd_data import cifar100
 
 
 def _original(folder_or_archive, split):

@@ -60,7 +60,7 @@ def test_configuration_errors_are_one_line(capsys):
 
 def test_the_dataset_error_is_dug_out_of_beams_wrapping():
     beam_text = ("Traceback (most recent call last):\n  File ...\nRuntimeError: a pipeline step failed\n"
-                 "components.cifar100.DatasetError: /data/cifar-100-python.tar.gz: the archive is corrupt "
+                 "kd_data.cifar100.DatasetError: /data/cifar-100-python.tar.gz: the archive is corrupt "
                  "[while running 'Read[train]'] [while running 'Run[CifarExampleGen]']")
     assert cli._input_error(RuntimeError(beam_text)) == (
         "DatasetError", "/data/cifar-100-python.tar.gz: the archive is corrupt")

@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 from kd_trainer import methods
+from kd_trainer.contract import CONFIG_FILE, HISTORY_FILE, LEADERBOARD_JSON
 from kd_trainer.methods.base import DistillationMethod
 from kd_trainer.run_fn import run_fn
 from test_run_fn import TRAINING, example_files, fn_args  # noqa: F401  (fixtures)
@@ -47,9 +48,9 @@ def test_nan_stops_training_and_names_where(tmp_path, example_files, diverging_m
     args = fn_args(tmp_path, example_files, "student", config)
     run_fn(args)
     model_dir = os.path.dirname(args.serving_model_dir)
-    trainer_config = json.load(open(os.path.join(model_dir, "trainer_config.json")))
+    trainer_config = json.load(open(os.path.join(model_dir, CONFIG_FILE)))
     assert trainer_config["divergence"] == {"method": diverging_method, "stage": "main", "epoch": 2, "step": 3}
-    history = json.load(open(os.path.join(model_dir, "history.json")))
+    history = json.load(open(os.path.join(model_dir, HISTORY_FILE)))
     assert [h["epoch"] for h in history] == [1, 2], "training went on after the NaN"
     assert "Non-finite training loss: method diverges_at_step, stage main, epoch 2, step 3" in caplog.text
 
@@ -57,7 +58,7 @@ def test_nan_stops_training_and_names_where(tmp_path, example_files, diverging_m
 def test_finite_training_records_no_divergence(tmp_path, example_files):  # noqa: F811
     args = fn_args(tmp_path, example_files, "baseline", {"role": "baseline", **TRAINING, "epochs": 1})
     run_fn(args)
-    config = json.load(open(os.path.join(os.path.dirname(args.serving_model_dir), "trainer_config.json")))
+    config = json.load(open(os.path.join(os.path.dirname(args.serving_model_dir), CONFIG_FILE)))
     assert config["divergence"] is None
 
 
@@ -81,7 +82,7 @@ def test_pipeline_skips_evaluating_a_diverged_student_and_reports_it(tmp_path, t
     assert not artifacts.get(f"Evaluator.{diverging_method}_trial1"), "a diverged model was evaluated"
     assert "ModelEvaluation" in artifacts["Evaluator.teacher"]
 
-    board = json.load(open(os.path.join(results.leaderboard_dir(artifacts), "leaderboard.json")))
+    board = json.load(open(os.path.join(results.leaderboard_dir(artifacts), LEADERBOARD_JSON)))
     rows = {row["label"]: row for row in board["rows"]}
     assert rows[diverging_method]["failures"] == ["non-finite loss at stage main, epoch 1, step 3"]
     assert rows[diverging_method]["blessed"] == 0 and "top1" not in rows[diverging_method]

@@ -8,8 +8,9 @@ import tensorflow as tf
 from tfx.types import artifact_utils, standard_artifacts
 
 import cifar_fixtures
-from components import cifar100
 from components.cifar_example_gen import Executor
+from kd_data import cifar100
+from kd_trainer.contract import FILENAME_KEY, IMAGE_KEY, LABEL_KEY, SLICE_KEY
 
 
 def run_executor(tmp_path, source, **properties):
@@ -26,9 +27,9 @@ def read_split(examples, split):
     rows = []
     for record in tf.data.TFRecordDataset(files, compression_type="GZIP"):
         features = tf.train.Example.FromString(record.numpy()).features.feature
-        rows.append((features["filename"].bytes_list.value[0].decode(),
-                     np.frombuffer(features["image_raw"].bytes_list.value[0], np.uint8).reshape(32, 32, 3),
-                     features["fine_label"].int64_list.value[0], features["coarse_label"].int64_list.value[0]))
+        rows.append((features[FILENAME_KEY].bytes_list.value[0].decode(),
+                     np.frombuffer(features[IMAGE_KEY].bytes_list.value[0], np.uint8).reshape(32, 32, 3),
+                     features[LABEL_KEY].int64_list.value[0], features[SLICE_KEY].int64_list.value[0]))
     return rows
 
 

@@ -12,10 +12,10 @@ import tensorflow as tf
 import tf_keras as keras
 
 from kd_trainer import methods, models
-from kd_trainer.distiller import Distiller, cross_entropy
-from kd_trainer.methods.base import INIT_STAGE, MAIN_STAGE
+from kd_trainer.methods.base import INIT_STAGE, MAIN_STAGE, cross_entropy
+from method_harness import build_distiller, np_kl, np_softmax, numeric_gradient
 from pipelines import cli, presets
-from test_methods_golden import CE, call, np_kd_svd, np_kl, np_softmax, sign_insensitive_svd_taps
+from test_methods_golden import CE, call, np_kd_svd, sign_insensitive_svd_taps
 
 WD = 5e-4
 
@@ -88,15 +88,9 @@ def test_unknown_weight_decay_scope_is_refused():
 
 def plain_sgd_distiller(method_name, stage, weight_decay=WD, params=None, teacher_name="resnet8"):
     """A Distiller whose optimizer is SGD without momentum and lr 1: a step subtracts the gradient."""
-    keras.utils.set_random_seed(0)
-    student = models.build_model("resnet8", weight_decay, weight_decay_scope="all")
-    teacher_model = models.build_model(teacher_name, 0.0)
-    method = methods.create(method_name, params)
-    distiller = Distiller(student, method=method, teacher=lambda x: teacher_model(x, training=False),
-                          connector_layers=models.layer_factory(weight_decay, "all"))
-    distiller.stage = stage
-    distiller.compile(optimizer=keras.optimizers.SGD(1.0), run_eagerly=True)
-    return distiller, student, teacher_model, method
+    harness = build_distiller(method_name, params, stage, teacher=teacher_name, weight_decay=weight_decay,
+                              weight_decay_scope="all", optimizer=keras.optimizers.SGD(1.0))
+    return harness.distiller, harness.student, harness.teacher, harness.method
 
 
 def task_terms(distiller, images, labels):
@@ -248,13 +242,11 @@ def emulate_seed_dml(student, peer, images, labels, learning_rate):
 
 
 def dml_distiller(update_order, learning_rate):
-    keras.utils.set_random_seed(0)
-    student = models.build_model("resnet8", WD)
-    peer = models.build_model("resnet8", WD)
-    distiller = Distiller(student, method=methods.create("dml", {"update_order": update_order}), peer=peer)
-    distiller.compile(optimizer=keras.optimizers.SGD(learning_rate), peer_optimizer=keras.optimizers.SGD(learning_rate),
-                      run_eagerly=True)
-    return distiller, student, peer
+    """DML between two resnet8 with plain SGD; the peer is the method's partner."""
+    harness = build_distiller("dml", {"update_order": update_order}, weight_decay=WD,
+                              optimizer=keras.optimizers.SGD(learning_rate),
+                              partner_optimizer=keras.optimizers.SGD(learning_rate))
+    return harness.distiller, harness.student, harness.partner_network
 
 
 def copy_of(model):
@@ -300,8 +292,8 @@ def test_seed_preset_shows_the_seeds_conventions():
 
 
 @pytest.mark.parametrize("override, message", [
-    ("student.weight_decay_scope=bias", r"unknown weight_decay_scope 'bias'; valid: all, kernels"),
-    ("teacher.weight_decay_scope=none", r"unknown weight_decay_scope 'none'; valid: all, kernels"),
+    ("student.weight_decay_scope=bias", r"weight_decay_scope must be one of all, kernels, got 'bias'"),
+    ("teacher.weight_decay_scope=none", r"weight_decay_scope must be one of all, kernels, got 'none'"),
     ("method_params.kd_svd.reduction=mean", r"parameter 'reduction' must be one of batch_sum, batch_mean, got 'mean'"),
     ("method_params.kd_svd.decomposition=bogus",
      r"parameter 'decomposition' must be one of gram_eigh, seed_svd, got 'bogus'"),
@@ -406,11 +398,7 @@ def test_kd_svd_seed_svd_gradient_against_the_exact_one(positions, channels, twi
         v = np.linalg.svd(matrix, full_matrices=False)[2][:3].T
         return np.sum(v * (m @ v))
 
-    exact = np.zeros_like(x)
-    for index in np.ndindex(*x.shape):
-        step = np.zeros_like(x)
-        step[index] = 1e-6
-        exact[index] = (objective(x + step) - objective(x - step)) / 2e-6
+    exact = numeric_gradient(objective, x)
     x_tf = tf.constant(x[None])
     with tf.GradientTape() as tape:
         tape.watch(x_tf)
@@ -533,6 +521,7 @@ def test_seed_bgr_normalization_is_the_seeds_preprocessing():
 def test_an_export_serves_and_records_its_normalization(tmp_path):
     from components.cifar_example_gen import to_example
     from kd_trainer import data, export
+    from kd_trainer.contract import LOGITS_KEY, SERVING_SIGNATURE
 
     model = models.build_model("resnet8", WD)
     export.save(model, str(tmp_path), "seed_bgr")
@@ -540,7 +529,7 @@ def test_an_export_serves_and_records_its_normalization(tmp_path):
     assert export.input_normalization(loaded) == "seed_bgr"
     images = np.random.default_rng(6).integers(0, 256, size=(3, 32, 32, 3), dtype=np.uint8)
     examples = tf.constant([to_example(image, 1, 1, f"{i}.png") for i, image in enumerate(images)])
-    served = loaded.signatures[export.SERVING_SIGNATURE](examples=examples)["logits"].numpy()
+    served = loaded.signatures[SERVING_SIGNATURE](examples=examples)[LOGITS_KEY].numpy()
     expected = model((images.astype(np.float32) - SEED_BGR_MEAN.astype(np.float32))
                      / SEED_BGR_STD.astype(np.float32), training=False)["logits"].numpy()
     np.testing.assert_allclose(served, expected, rtol=1e-4, atol=1e-4)

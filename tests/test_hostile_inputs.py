@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import cifar_fixtures
-from components import cifar100
+from kd_data import cifar100
 
 BOUND_BYTES = 100 << 20
 BOUND_SECONDS = 20  # generous for a loaded CI machine; measured times: docs/reliability.md

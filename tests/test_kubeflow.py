@@ -20,8 +20,10 @@ from kfp.pipeline_spec import pipeline_spec_pb2
 
 from conftest import REPO_ROOT
 from kd_trainer import devices
-from pipelines import cli, kubeflow_runner, presets
+from pipelines import cli, kubeflow_ir, kubeflow_runner, presets
+from pipelines.kubeflow_submit import OptionError
 from pipelines.pipeline import PARAMETER_FIELDS, RUN_FN, evaluator_id, preset_value, trainer_id
+from pipelines.revision import PROJECT_PACKAGES
 
 IMAGE = "registry.example.com/team/kd-benchmark:0123abcd"
 ROOT = "gs://kd-test-bucket/pipelines"
@@ -32,7 +34,7 @@ BEAM_TASKS = ("cifarexamplegen", "evaluator-", "dataimpressions")
 
 
 def task(component_id: str) -> str:
-    return kubeflow_runner.kubernetes_name(component_id)
+    return kubeflow_ir.kubernetes_name(component_id)
 
 
 def compile_to(tmp_path: Path, preset_name: str, overrides=(), name="pipeline.yaml") -> tuple[Path, list[dict]]:
@@ -159,7 +161,7 @@ def test_cpu_only_preset_requests_nothing_and_node_selectors_go_to_the_platform_
     assert executor(spec, "trainer-at-trial1")["resources"] == {"cpuLimit": 4.0, "memoryLimit": 15.0}
     assert executor(spec, "evaluator-at-trial1")["resources"] == BEAM_RESOURCES
     trainers = {n for n in spec["root"]["dag"]["tasks"] if n.startswith("trainer-")}
-    labels = {kubeflow_runner.executor_label(spec, n) for n in trainers}
+    labels = {kubeflow_ir.executor_label(spec, n) for n in trainers}
     assert len(labels) == 3  # the teacher's (2 GPUs), the baseline's (no base_model), the students' shared one
     executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     assert executors == {label: {"nodeSelector": {"labels": selector}} for label in labels}
@@ -187,7 +189,7 @@ def test_resources_are_per_preset_and_validated():
                                                   ("file:///data/kd", IMAGE, "--pipeline-root"),
                                                   (ROOT, "", "--image"), (ROOT, "kd benchmark:1", "--image")])
 def test_invalid_options_are_named(tmp_path, root, image, option):
-    with pytest.raises(kubeflow_runner.OptionError, match=option):
+    with pytest.raises(OptionError, match=option):
         kubeflow_runner.compile_pipeline(presets.resolve("smoke"), root, image, tmp_path / "x.yaml", REVISION)
     assert not (tmp_path / "x.yaml").exists()
 
@@ -250,7 +252,7 @@ def test_dockerfile_installs_the_project_from_the_lock_file():
     copied = {value.split()[0] for kind, value in instructions if kind == "COPY"} | {
         part for kind, value in instructions if kind == "COPY" for part in value.split()[:-1]}
     pyproject = (REPO_ROOT / "pyproject.toml").read_text()
-    for package in ("components", "kd_trainer", "pipelines"):
+    for package in PROJECT_PACKAGES:
         assert f'"{package}*"' in pyproject and package in copied
     assert {"requirements/lock.txt", "pyproject.toml", "README.md"} <= copied
     ignored = {line.strip() for line in (REPO_ROOT / ".dockerignore").read_text().splitlines()
@@ -411,7 +413,7 @@ def test_the_blessing_margin_parameter_replaces_the_change_threshold():
     ("file:///data/cifar", True, "is a path on this machine")])
 def test_compile_refuses_data_pods_cannot_read(tmp_path, data_dir, allow, message):
     preset = presets.resolve("smoke", [f"data.data_dir={data_dir}"])
-    with pytest.raises(kubeflow_runner.OptionError, match=message):
+    with pytest.raises(OptionError, match=message):
         kubeflow_runner.compile_pipeline(preset, ROOT, IMAGE, tmp_path / "x.yaml", REVISION, allow_download=allow)
     assert not (tmp_path / "x.yaml").exists()
 
@@ -451,9 +453,9 @@ def test_dataflow_option_gives_a_complete_argument_set(tmp_path):
                 "--experiments=use_runner_v2", "--max_num_workers=4"]
     assert args[-len(expected):] == expected and not any("direct_num_workers" in a for a in args)
     for bad, message in [("my-project", "PROJECT/REGION"), ("a/b/c", "PROJECT/REGION")]:
-        with pytest.raises(kubeflow_runner.OptionError, match=message):
+        with pytest.raises(OptionError, match=message):
             kubeflow_runner.dataflow_args(bad, ROOT, IMAGE)
-    with pytest.raises(kubeflow_runner.OptionError, match="gs://"):
+    with pytest.raises(OptionError, match="gs://"):
         kubeflow_runner.dataflow_args("p/r", "s3://bucket/root", IMAGE)
 
 

@@ -26,6 +26,7 @@ import pytest
 import yaml
 
 from conftest import REPO_ROOT, SMOKE_OVERRIDES
+from kd_trainer.contract import CONFIG_FILE
 from pipelines import kubeflow_runner, presets
 
 TASK_TIMEOUT_S = 900  # one task; minutes on a loaded 2-core machine
@@ -130,11 +131,11 @@ def test_compiled_smoke_tasks_run_through_the_container_entry_point(tmp_path, ti
     assert {p.name for p in Path(examples["uri"]).iterdir()} >= {"Split-train", "Split-eval"}
     teacher = launcher.outputs["trainer-teacher"]["model"]["artifacts"][0]
     assert teacher["metadata"]["diverged"] == 0
-    trainer_config = json.loads((Path(teacher["uri"]) / "trainer_config.json").read_text())
+    trainer_config = json.loads((Path(teacher["uri"]) / CONFIG_FILE).read_text())
     assert trainer_config["learning_rate"] == RUN_TEACHER_LEARNING_RATE  # the run's parameter, not the preset's
     assert trainer_config["code_revision"] == "rev-executed"
     student = json.loads((Path(launcher.outputs["trainer-soft-logits-trial1"]["model"]["artifacts"][0]["uri"])
-                          / "trainer_config.json").read_text())
+                          / CONFIG_FILE).read_text())
     assert (student["method"], student["learning_rate"]) == ("soft_logits", preset.student.learning_rate)
     blessing = Path(launcher.outputs["evaluator-soft-logits-trial1"]["blessing"]["artifacts"][0]["uri"])
     assert {p.name for p in blessing.iterdir()} & {"BLESSED", "NOT_BLESSED"}

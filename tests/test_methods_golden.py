@@ -16,6 +16,7 @@ from kd_trainer import methods
 from kd_trainer.distiller import with_input_gradient
 from kd_trainer.methods.activation_boundary import activation_boundary_loss
 from kd_trainer.methods.attention import attention_map
+from method_harness import np_kl, np_softmax
 
 RTOL = 1e-8
 CE = 2.5
@@ -25,16 +26,6 @@ TAP_SHAPES = {"stage1": (8, 8, 4), "stage2": (4, 4, 8), "stage3": (2, 2, 16)}
 
 
 # --------------------------------------------------------------------------- NumPy references
-
-def np_softmax(x):
-    e = np.exp(x - x.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
-
-
-def np_kl(p, q):
-    """Batch mean of KL(p || q) = sum p (log p - log q)."""
-    return np.mean(np.sum(p * (np.log(p) - np.log(q)), axis=-1))
-
 
 def np_hint(s, t):
     """FitNet: mean((s - t)^2) over every element."""
@@ -345,15 +336,6 @@ def test_ab_main_stage_is_weighted_ce_plus_soft_logits():
     assert_terms(got, {"ce": 0.7 * CE, "kd": 0.3 * kd})
 
 
-@pytest.fixture
-def float64_layers():
-    """Keras layers created inside the test compute in float64 (restored afterwards)."""
-    previous = keras.backend.floatx()
-    keras.backend.set_floatx("float64")
-    yield
-    keras.backend.set_floatx(previous)
-
-
 def test_ab_init_stage_through_connectors_matches_numpy(float64_layers):
     rng = np.random.default_rng(12)
     student = random_taps(rng, suffix="_preact", relu=False)
@@ -508,8 +490,9 @@ def test_fitnet_main_stage_variant_is_ce_plus_weighted_hint_on_chosen_taps():
                  {"ce": CE, "hint": 100.0 * np_hint(student["stage2"], teacher["stage2"])})
 
 
-@pytest.mark.parametrize("params, message", [({"hint_stage": "both"}, "'hint_stage' must be 'init' or 'main'"),
-                                             ({"taps": "stage2,stage9"}, "'taps' must be distinct names")])
+@pytest.mark.parametrize("params, message", [
+    ({"hint_stage": "both"}, "'hint_stage' must be one of init, main, got 'both'"),
+    ({"taps": "stage2,stage9"}, "'taps' must be distinct names")])
 def test_fitnet_variant_parameters_are_checked(params, message):
     with pytest.raises(ValueError, match=message):
         methods.catalog.check_params("fitnet", params)

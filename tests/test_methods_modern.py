@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import math
-import re
 
 import numpy as np
 import pytest
@@ -18,8 +17,8 @@ import tensorflow as tf
 import tf_keras as keras
 
 from kd_trainer import methods, models
-from kd_trainer.distiller import Distiller
 from kd_trainer.methods.base import RunInfo
+from method_harness import batch_for, build_distiller, np_softmax, numeric_gradient
 
 RTOL = 1e-8
 CE = 2.5
@@ -27,11 +26,6 @@ CLASSES = 10
 
 
 # --------------------------------------------------------------------------- NumPy references
-
-def np_softmax(x):
-    e = np.exp(x - x.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
-
 
 def np_standardize(z):
     """Per row: (z - mean) / (1e-7 + sample standard deviation)."""
@@ -134,17 +128,6 @@ def np_cc_repdistiller(e_s, e_t):
     return np.mean([np.dot(d[i], d[i + 1]) for i in range(len(d) - 1)])
 
 
-def numeric_gradient(function, x, step=1e-6):
-    """Central finite differences of a scalar NumPy function."""
-    gradient = np.zeros_like(x)
-    for index in np.ndindex(x.shape):
-        plus, minus = x.copy(), x.copy()
-        plus[index] += step
-        minus[index] -= step
-        gradient[index] = (function(plus) - function(minus)) / (2 * step)
-    return gradient
-
-
 # --------------------------------------------------------------------------- helpers
 
 def logits_pair(seed, batch=6, classes=CLASSES, scale=3.0):
@@ -181,15 +164,6 @@ def with_clock(method, epoch=0.0, epochs=240):
     if method.uses_epoch:
         method.loss_terms = functools.partial(method.loss_terms, epoch=tf.Variable(float(epoch)))
     return method
-
-
-@pytest.fixture
-def float64_layers():
-    """Keras layers created inside the test compute in float64 (restored afterwards)."""
-    previous = keras.backend.floatx()
-    keras.backend.set_floatx("float64")
-    yield
-    keras.backend.set_floatx(previous)
 
 
 # --------------------------------------------------------------------------- logit standardization
@@ -294,12 +268,9 @@ def test_dkd_warmup_scales_with_the_runs_epochs(epochs, epoch, factor):
 
 def test_dkd_follows_the_distillers_epoch_variable():
     """The warm-up reads the Distiller's epoch counter in the graph: one traced step, two epochs."""
-    keras.utils.set_random_seed(0)
-    student, teacher_net = models.build_model("resnet8"), models.build_model("resnet8")
-    method = methods.create("dkd", {"ce_weight": 0.0})
-    method.prepare(RunInfo(main_epochs=24))  # warm-up: 20/240 of 24 epochs = 2 epochs
-    distiller = Distiller(student, method=method, teacher=lambda x: teacher_net(x, training=False))
-    distiller.compile(optimizer=keras.optimizers.SGD(0.0))
+    # Warm-up: 20/240 of 24 epochs = 2 epochs.
+    distiller = build_distiller("dkd", {"ce_weight": 0.0}, main_epochs=24, optimizer=keras.optimizers.SGD(0.0),
+                                run_eagerly=False).distiller
     images = tf.zeros((2, *models.INPUT_SHAPE))
     labels = tf.constant([0, 1])
     distiller.epoch.assign(0.0)
@@ -503,21 +474,6 @@ def test_cc_rejects_an_unknown_kernel_before_loading_the_method():
         methods.create("cc", {"kernel": "gaussian"})
 
 
-# --------------------------------------------------------------------------- parameters
-
-@pytest.mark.parametrize("method, params, message", [
-    ("dkd", {"warmup_fraction": 1.5}, "parameter 'warmup_fraction' must be in [0, 1], got 1.5"),
-    ("dkd", {"nckd_weight": -1.0}, "parameter 'nckd_weight' must be in [0, 1e+06], got -1.0"),
-    ("dist", {"temperature": 0.0}, "parameter 'temperature' must be in [0.01, 1000], got 0.0"),
-    ("cc", {"embedding_dim": 0}, "parameter 'embedding_dim' must be in [1, 65536], got 0"),
-    ("cc", {"taylor_order": -1}, "parameter 'taylor_order' must be in [0, 20], got -1"),
-    ("pkt", {"weight": -3.0}, "parameter 'weight' must be in [0, 1e+06], got -3.0"),
-])
-def test_out_of_range_parameters_are_named(method, params, message):
-    with pytest.raises(ValueError, match=rf"method '{method}': {re.escape(message)}"):
-        methods.create(method, params)
-
-
 # --------------------------------------------------------------------------- training signal
 
 @pytest.mark.parametrize("name, params", [
@@ -528,16 +484,11 @@ def test_out_of_range_parameters_are_named(method, params, message):
 def test_training_moves_the_student_toward_the_teacher(name, params):
     """SGD steps on the distillation term alone (CE weight 0), on one tiny batch, lower it and
     move the method's connectors."""
-    keras.utils.set_random_seed(0)
-    student, teacher_net = models.build_model("resnet8"), models.build_model("resnet8")
-    method = methods.create(name, {**params, "ce_weight": 0.0})
-    method.prepare(RunInfo(main_epochs=10))
-    distiller = Distiller(student, method=method, teacher=lambda x: teacher_net(x, training=False))
     # Eager steps: a handful of steps cost less than tracing the train function.
-    distiller.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9), run_eagerly=True)
-    rng = np.random.default_rng(20)
-    images = tf.constant(rng.normal(size=(8, *models.INPUT_SHAPE)), tf.float32)
-    labels = tf.constant(rng.integers(0, models.NUM_CLASSES, size=8), tf.int32)
+    harness = build_distiller(name, {**params, "ce_weight": 0.0},
+                              optimizer=keras.optimizers.SGD(0.05, momentum=0.9, nesterov=False))
+    distiller, method = harness.distiller, harness.method
+    images, labels = batch_for(method, 8, seed=20)
     connectors_before = [v.numpy().copy() for v in method.trainable_variables]
     distillation = [term for term in method.loss_term_names if term != "ce"]
     history = []

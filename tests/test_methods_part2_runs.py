@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from components import cifar100
 from components.cifar_example_gen import to_example
+from kd_data import cifar100
 from kd_trainer import data
 from kd_trainer.checkpoints import EpochCheckpoints
 from kd_trainer.config import TrainerConfig
+from kd_trainer.contract import FILENAME_KEY, HISTORY_FILE, INDEX_KEY
 from kd_trainer.run_fn import run_fn, train
 from test_example_gen import run_executor
 from test_run_fn import TRAINING, example_files, fn_args, teacher_export  # noqa: F401  (fixtures)
@@ -43,7 +44,7 @@ def test_example_gen_writes_each_position_once_in_file_order(tmp_path, tiny_arch
     by_index = {}
     for record in tf.data.TFRecordDataset(files, compression_type="GZIP"):
         features = tf.train.Example.FromString(record.numpy()).features.feature
-        by_index[features["index"].int64_list.value[0]] = features["filename"].bytes_list.value[0].decode()
+        by_index[features[INDEX_KEY].int64_list.value[0]] = features[FILENAME_KEY].bytes_list.value[0].decode()
     assert sorted(by_index) == list(range(200))
     assert [by_index[i] for i in range(200)] == [original.filenames[i] for i in kept]
 
@@ -121,7 +122,7 @@ def test_ft_runs_its_paraphraser_stage_then_the_main_stage(tmp_path, example_fil
               "learning_rate": 0.05}
     args = fn_args(tmp_path, example_files, "ft", config, teacher_export.serving_model_dir)
     run_fn(args)
-    history = json.load(open(os.path.join(os.path.dirname(args.serving_model_dir), "history.json")))
+    history = json.load(open(os.path.join(os.path.dirname(args.serving_model_dir), HISTORY_FILE)))
     assert [(h["epoch"], h["stage"]) for h in history] == [(1, "teacher_init"), (2, "main")]
     assert history[0]["learning_rate"] == pytest.approx(0.01) and history[1]["learning_rate"] == pytest.approx(0.05)
     assert np.isfinite(history[0]["reconstruction"]) and np.isfinite(history[1]["ft"])

@@ -11,8 +11,9 @@ import pytest
 import tensorflow_model_analysis as tfma
 from ipykernel import kernelspec
 
-from components.leaderboard import ACCURACY, CALIBRATION_ERROR, CROSS_ENTROPY, TOP5
 from conftest import REPO_ROOT, SmokeRun
+from kd_results.records import ACCURACY, CALIBRATION_ERROR, CROSS_ENTROPY, TOP5
+from kd_trainer.contract import SLICE_KEY
 from pipelines import results
 
 NOTEBOOK = REPO_ROOT / "notebooks" / "tfma_results.ipynb"
@@ -88,14 +89,14 @@ def test_overall_table_is_tfmas_per_student(executed, smoke_first_run):
 def test_superclass_table_is_tfmas_coarse_label_slices(executed, smoke_first_run):
     best = table(executed, "overall-table")["top-1"].idxmax()  # the notebook's default student
     superclasses = table(executed, "superclass-table")
-    assert len(superclasses) == 20 and list(superclasses["coarse_label"]) == list(range(20))
+    assert len(superclasses) == 20 and list(superclasses[SLICE_KEY]) == list(range(20))
     paths = smoke_first_run.paths
     uri = results.latest_artifacts(paths.connection_config(), paths.pipeline_name)[f"Evaluator.{best}"][
         "ModelEvaluation"].uri
     candidate = tfma.load_eval_result(uri, model_name="candidate")
     baseline = tfma.load_eval_result(uri, model_name="baseline")
     for _, row in superclasses.iterrows():
-        key = (("coarse_label", int(row["coarse_label"])),)
+        key = ((SLICE_KEY, int(row[SLICE_KEY])),)
         expected = slice_metrics(candidate, key)
         assert row["examples"] == expected["example_count"] == 2 * 5  # 5 fine classes, 2 test images each
         for label, name in METRICS.items():

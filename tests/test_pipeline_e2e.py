@@ -13,6 +13,7 @@ import tensorflow_model_analysis as tfma
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
+from kd_trainer.contract import HISTORY_FILE, LABEL_KEY, PREDICTION_KEY, SERVING_FOLDER, SERVING_SIGNATURE
 from pipelines import cli, presets, results
 from pipelines.pipeline import ECE_BINS, create_pipeline
 from conftest import REPO_ROOT
@@ -36,13 +37,13 @@ def executions_by_node(paths):
 
 def independent_ece(model_uri, examples_uri):
     """ECE of the exported model on the eval split, computed here without TFMA."""
-    model = tf.saved_model.load(os.path.join(model_uri, "Format-Serving"))
+    model = tf.saved_model.load(os.path.join(model_uri, SERVING_FOLDER))
     files = tf.io.gfile.glob(os.path.join(examples_uri, "Split-eval", "*"))
     probabilities, labels = [], []
     for batch in tf.data.TFRecordDataset(files, compression_type="GZIP").batch(64):
-        probabilities.append(model.signatures["serving_default"](examples=batch)["probabilities"].numpy())
-        parsed = tf.io.parse_example(batch, {"fine_label": tf.io.FixedLenFeature([], tf.int64)})
-        labels.append(parsed["fine_label"].numpy())
+        probabilities.append(model.signatures[SERVING_SIGNATURE](examples=batch)[PREDICTION_KEY].numpy())
+        parsed = tf.io.parse_example(batch, {LABEL_KEY: tf.io.FixedLenFeature([], tf.int64)})
+        labels.append(parsed[LABEL_KEY].numpy())
     return numpy_ece(np.concatenate(probabilities), np.concatenate(labels), ECE_BINS)
 
 
@@ -59,8 +60,8 @@ def test_first_run_completes_every_component(smoke_first_run):
     assert json.loads(examples.properties["split_names"].string_value) == ["train", "eval"]
     for trainer in TRAINERS:
         model_dir = artifacts[trainer]["Model"].uri
-        assert os.path.isfile(os.path.join(model_dir, "Format-Serving", "saved_model.pb"))
-        stages = [h["stage"] for h in json.load(open(os.path.join(model_dir, "history.json")))]
+        assert os.path.isfile(os.path.join(model_dir, SERVING_FOLDER, "saved_model.pb"))
+        stages = [h["stage"] for h in json.load(open(os.path.join(model_dir, HISTORY_FILE)))]
         two_stage = trainer.split(".")[1].rsplit("_trial", 1)[0] in ("fitnet", "fsp", "ab")
         assert stages == (["init", "main"] if two_stage else ["main"]), trainer
     for method in METHODS:
@@ -79,7 +80,7 @@ def test_first_run_completes_every_component(smoke_first_run):
     baseline_top1 = next(r["top1"] for r in board["models"] if r["role"] == "baseline")
     for record in board["models"]:
         component = record["model_uri"].split(os.sep)[-3]
-        history = json.load(open(os.path.join(record["model_uri"], "history.json")))
+        history = json.load(open(os.path.join(record["model_uri"], HISTORY_FILE)))
         main = [h["val_accuracy"] for h in history if h["stage"] == "main"]
         assert (record["last"], record["best"]) == (main[-1], max(main)), component
         # Accuracies are TFMA's, read independently here.

@@ -10,10 +10,11 @@ import pytest
 import tensorflow as tf
 import tf_keras as keras
 
-from kd_trainer import methods, models, precision
+from kd_trainer import models, precision
 from kd_trainer.config import TrainingConfig
-from kd_trainer.distiller import Distiller, cross_entropy
+from kd_trainer.methods.base import cross_entropy
 from conftest import REPO_ROOT
+from method_harness import build_distiller
 from pipelines import presets
 
 
@@ -35,7 +36,8 @@ def test_auto_on_gpus_picks_bfloat16_from_ampere_and_float16_before():
 
 
 def test_unknown_values_are_rejected_with_the_valid_ones():
-    with pytest.raises(ValueError, match=r"mixed_precision must be one of .*'mixed_bfloat16'.*got 'fp8'"):
+    with pytest.raises(ValueError, match="mixed_precision must be one of auto, float32, mixed_bfloat16, mixed_float16, "
+                                         "got 'fp8'"):
         TrainingConfig(model="resnet8", epochs=1, mixed_precision="fp8")
     with pytest.raises(presets.PresetError, match="jit_compile must be one of"):
         presets.resolve("smoke", ["student.jit_compile=yes"])
@@ -55,16 +57,11 @@ def test_policy_is_restored_after_building():
 
 @pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
 def test_mixed_precision_trains_on_cpu_with_float32_losses(policy):
-    keras.utils.set_random_seed(0)
-    with precision.policy(policy):
-        student = models.build_model("resnet8")
-        teacher = models.build_model("resnet8")
     compute_dtype = policy.removeprefix("mixed_")
-    method = methods.create("soft_logits")
-    distiller = Distiller(student, method=method, teacher=lambda x: teacher(x, training=False))
     optimizer = precision.optimizer_for(policy, keras.optimizers.SGD(0.05, momentum=0.9, nesterov=True))
     assert isinstance(optimizer, keras.mixed_precision.LossScaleOptimizer) == (policy == "mixed_float16")
-    distiller.compile(optimizer=optimizer)
+    harness = build_distiller("soft_logits", policy=policy, optimizer=optimizer, run_eagerly=False)
+    distiller, student, method = harness.distiller, harness.student, harness.method
     images = tf.random.normal((16, *models.INPUT_SHAPE))
     labels = tf.random.uniform((16,), 0, models.NUM_CLASSES, tf.int32)
 

@@ -1,8 +1,8 @@
-"""The published figures kept as data (components/published/*.csv) and their matching rules."""
+"""The published figures kept as data (kd_results/published/*.csv) and their matching rules."""
 
 import pytest
 
-from components import published
+from kd_results import published
 from kd_trainer import model_specs
 from kd_trainer.methods import catalog
 

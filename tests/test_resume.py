@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from kd_trainer.contract import CONFIG_FILE, HISTORY_FILE
 from kd_trainer.run_fn import run_fn
 from test_run_fn import TRAINING, example_files, fn_args, teacher_export  # noqa: F401  (fixtures)
 
@@ -32,8 +33,8 @@ def model_dir(args):
 
 
 def outputs(args):
-    history = json.load(open(os.path.join(model_dir(args), "history.json")))
-    config = json.load(open(os.path.join(model_dir(args), "trainer_config.json")))
+    history = json.load(open(os.path.join(model_dir(args), HISTORY_FILE)))
+    config = json.load(open(os.path.join(model_dir(args), CONFIG_FILE)))
     reader = tf.train.load_checkpoint(os.path.join(args.serving_model_dir, "variables", "variables"))
     weights = {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()}
     return history, config, weights

@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from components import cifar100
 from components.cifar_example_gen import to_example
-from kd_trainer import data, export
+from kd_data import cifar100
+from kd_trainer import data
+from kd_trainer.contract import (CONFIG_FILE, HISTORY_FILE, LOGITS_KEY, PREDICTION_KEY, SERVING_FOLDER,
+                                 SERVING_SIGNATURE, TAPS_SIGNATURE)
 from kd_trainer.run_fn import run_fn
 
 
@@ -33,7 +35,7 @@ def fn_args(tmp_path, files, name, config, base_model=None):
     model_dir = tmp_path / name / "model"
     return types.SimpleNamespace(
         train_files=[files["train"]], eval_files=[files["eval"]], custom_config=config, base_model=base_model,
-        serving_model_dir=str(model_dir / "Format-Serving"), model_run_dir=str(tmp_path / name / "model_run"))
+        serving_model_dir=str(model_dir / SERVING_FOLDER), model_run_dir=str(tmp_path / name / "model_run"))
 
 
 TRAINING = {"model": "resnet8", "epochs": 2, "batch_size": 64, "eval_batch_size": 50}
@@ -48,26 +50,26 @@ def teacher_export(tmp_path_factory, example_files):
 
 def test_teacher_trains_and_records_history(teacher_export):
     model_dir = os.path.dirname(teacher_export.serving_model_dir)
-    history = json.load(open(os.path.join(model_dir, "history.json")))
+    history = json.load(open(os.path.join(model_dir, HISTORY_FILE)))
     assert [h["epoch"] for h in history] == [1, 2]
     assert {"loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "epoch_seconds"} <= set(history[0])
     assert all(np.isfinite(h["loss"]) for h in history)
-    config = json.load(open(os.path.join(model_dir, "trainer_config.json")))
+    config = json.load(open(os.path.join(model_dir, CONFIG_FILE)))
     assert config["role"] == "teacher" and config["num_weights_without_bn"] == 83_220
     assert tf.io.gfile.glob(os.path.join(teacher_export.model_run_dir, "train", "events.out.tfevents.*"))
 
 
 def test_serving_signature_answers_serialized_examples(teacher_export, example_files):
     loaded = tf.saved_model.load(teacher_export.serving_model_dir)
-    serve = loaded.signatures[export.SERVING_SIGNATURE]
+    serve = loaded.signatures[SERVING_SIGNATURE]
     records = [r.numpy() for r in tf.data.TFRecordDataset(example_files["eval"], "GZIP").take(5)]
     outputs = serve(examples=tf.constant(records))
-    assert outputs["logits"].shape == (5, 100)
-    np.testing.assert_allclose(outputs["probabilities"].numpy().sum(axis=1), 1.0, rtol=1e-5)
+    assert outputs[LOGITS_KEY].shape == (5, 100)
+    np.testing.assert_allclose(outputs[PREDICTION_KEY].numpy().sum(axis=1), 1.0, rtol=1e-5)
     # The taps function sees the same network: its logits on the decoded images agree.
     images, _ = data.parse_examples(tf.constant(records))
-    taps = loaded.signatures[export.TAPS_SIGNATURE](images=data.normalize(images))
-    np.testing.assert_allclose(taps["logits"].numpy(), outputs["logits"].numpy(), rtol=1e-4, atol=1e-4)
+    taps = loaded.signatures[TAPS_SIGNATURE](images=data.normalize(images))
+    np.testing.assert_allclose(taps["logits"].numpy(), outputs[LOGITS_KEY].numpy(), rtol=1e-4, atol=1e-4)
     assert taps["stage3"].shape == (5, 8, 8, 64)
 
 
@@ -85,9 +87,9 @@ def test_student_distills_from_base_model_only(tmp_path, teacher_export, example
     config = {"role": "student", "method": "soft_logits", **TRAINING, "epochs": 1}
     args = fn_args(tmp_path, example_files, "student", config, base_model=teacher_export.serving_model_dir)
     run_fn(args)
-    history = json.load(open(os.path.join(os.path.dirname(args.serving_model_dir), "history.json")))
+    history = json.load(open(os.path.join(os.path.dirname(args.serving_model_dir), HISTORY_FILE)))
     assert history[0]["kd"] > 0 and history[0]["ce"] > 0
-    assert tf.saved_model.load(args.serving_model_dir).signatures[export.SERVING_SIGNATURE] is not None
+    assert tf.saved_model.load(args.serving_model_dir).signatures[SERVING_SIGNATURE] is not None
 
 
 def test_student_without_teacher_fails_clearly(tmp_path, example_files):
@@ -110,7 +112,7 @@ def test_two_stage_method_switches_stage_and_restarts_the_schedule(tmp_path, tea
               "epochs": 2, "learning_rate": 0.05, "lr_decay_at": [0.5]}
     args = fn_args(tmp_path, example_files, "fitnet", config, base_model=teacher_export.serving_model_dir)
     run_fn(args)
-    history = json.load(open(os.path.join(os.path.dirname(args.serving_model_dir), "history.json")))
+    history = json.load(open(os.path.join(os.path.dirname(args.serving_model_dir), HISTORY_FILE)))
     assert [(h["epoch"], h["stage"]) for h in history] == [(1, "init"), (2, "main"), (3, "main")]
     assert [h["learning_rate"] for h in history] == pytest.approx([0.05, 0.05, 0.005])
     assert history[0]["hint"] > 0 and history[0]["ce"] == 0 and history[1]["hint"] == 0 and history[1]["ce"] > 0
@@ -140,6 +142,6 @@ def test_dkd_student_gets_the_runs_epochs_for_its_warmup(tmp_path, teacher_expor
     config = {"role": "student", "method": "dkd", "method_params": {"warmup_fraction": 1.0}, **TRAINING, "epochs": 2}
     args = fn_args(tmp_path, example_files, "dkd", config, base_model=teacher_export.serving_model_dir)
     run_fn(args)
-    history = json.load(open(os.path.join(os.path.dirname(args.serving_model_dir), "history.json")))
+    history = json.load(open(os.path.join(os.path.dirname(args.serving_model_dir), HISTORY_FILE)))
     assert [h["epoch"] for h in history] == [1, 2]
     assert all(h["tckd"] > 0 and h["nckd"] > 0 for h in history)

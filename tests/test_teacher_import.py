@@ -7,7 +7,9 @@ import os
 import pytest
 import tensorflow as tf
 
-from kd_trainer import export, models
+from kd_trainer import models
+from kd_trainer.contract import (CONFIG_FILE, HISTORY_FILE, LOGITS_KEY, PREDICTION_KEY, SERVING_FOLDER,
+                                 SERVING_SIGNATURE, TAPS_SIGNATURE)
 from pipelines import cli, presets
 from pipelines.pipeline import TEACHER_IMPORTER, create_pipeline
 
@@ -19,19 +21,19 @@ def fake_model_dir(root, taps=("logits",), role="teacher", model="resnet14", ser
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
         def serve(self, examples):
             logits = tf.zeros([tf.shape(examples)[0], models.NUM_CLASSES])
-            return {"logits": logits, "probabilities": tf.nn.softmax(logits)}
+            return {LOGITS_KEY: logits, PREDICTION_KEY: tf.nn.softmax(logits)}
 
         @tf.function(input_signature=[tf.TensorSpec([None, *models.INPUT_SHAPE], tf.float32, name="images")])
         def taps(self, images):
             return {name: tf.reduce_mean(images, axis=[1, 2]) for name in taps}
 
     module = Fake()
-    signatures = {export.TAPS_SIGNATURE: module.taps}
+    signatures = {TAPS_SIGNATURE: module.taps}
     if serving:
-        signatures[export.SERVING_SIGNATURE] = module.serve
-    tf.saved_model.save(module, str(root / "Format-Serving"), signatures=signatures)
-    (root / "trainer_config.json").write_text(json.dumps({"role": role, "model": model, "divergence": None}))
-    (root / "history.json").write_text(json.dumps([{"stage": "main", "val_accuracy": 0.5}]))
+        signatures[SERVING_SIGNATURE] = module.serve
+    tf.saved_model.save(module, str(root / SERVING_FOLDER), signatures=signatures)
+    (root / CONFIG_FILE).write_text(json.dumps({"role": role, "model": model, "divergence": None}))
+    (root / HISTORY_FILE).write_text(json.dumps([{"stage": "main", "val_accuracy": 0.5}]))
     return root
 
 
@@ -41,7 +43,7 @@ def resolve(path, *overrides):
 
 def test_an_imported_teacher_replaces_the_teacher_trainer(tmp_path):
     model_dir = fake_model_dir(tmp_path)
-    for given in (model_dir, model_dir / "Format-Serving"):  # the artifact folder or its SavedModel
+    for given in (model_dir, model_dir / SERVING_FOLDER):  # the artifact folder or its SavedModel
         preset = resolve(given, "methods=soft_logits")
         components = {c.id: c for c in create_pipeline("p", str(tmp_path / "root"), preset).components}
         assert "Trainer.teacher" not in components
@@ -58,7 +60,7 @@ def test_missing_taps_are_named_per_method(tmp_path):
     with pytest.raises(presets.PresetError) as error:
         resolve(model_dir, "methods=soft_logits,at,fitnet")
     message = str(error.value)
-    assert str(model_dir / "Format-Serving") in message and "found ['logits']" in message
+    assert str(model_dir / SERVING_FOLDER) in message and "found ['logits']" in message
     assert "'at': ['stage1', 'stage2', 'stage3']" in message and "'fitnet'" in message and "soft_logits" not in message
 
 
@@ -99,7 +101,7 @@ def test_kd_teachers_lists_the_recorded_teacher(smoke_run, capsys):
     assert len(teachers) == 1 and teachers[0]["pipeline"] == paths.pipeline_name
     teacher = teachers[0]
     assert teacher["uri"].startswith(str(paths.pipeline_root / "Trainer.teacher"))
-    history = json.load(open(os.path.join(teacher["uri"], "history.json")))
+    history = json.load(open(os.path.join(teacher["uri"], HISTORY_FILE)))
     assert teacher["last"] == history[-1]["val_accuracy"] and teacher["config"]["role"] == "teacher"
     assert cli.main(["teachers", "--metadata", str(paths.metadata_path)]) == 0
     table = capsys.readouterr().out

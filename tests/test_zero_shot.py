@@ -13,14 +13,12 @@ from tfx.types import artifact_utils, standard_artifacts
 
 from components import cifar_example_gen, data_impressions
 from kd_trainer import data, export, impressions, methods, models
+from kd_trainer.contract import (HISTORY_FILE, IMPRESSION_BETA_KEY, IMPRESSION_CLASS_KEY, IMPRESSION_IMAGE_KEY,
+                                 IMPRESSION_TARGET_KEY, SERVING_FOLDER, SERVING_SIGNATURE)
 from kd_trainer.run_fn import run_fn
 from pipelines import presets
 from pipelines.pipeline import create_pipeline
-
-
-def np_softmax(x):
-    e = np.exp(x - x.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
+from method_harness import np_kl, np_softmax
 
 
 def np_class_similarity(kernel):
@@ -170,7 +168,7 @@ def test_invalid_options_name_the_option(field, value, message):
 
 @pytest.fixture(scope="module")
 def teacher_dir(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("teacher") / "Format-Serving")
+    path = str(tmp_path_factory.mktemp("teacher") / SERVING_FOLDER)
     export.save(random_teacher(1), path)
     return path
 
@@ -216,17 +214,17 @@ def test_artifact_has_the_declared_schema(impression_examples, real_examples):
     records = [tf.train.Example.FromString(r.numpy()) for r in
                tf.data.TFRecordDataset(split_files(impression_examples, "train"), compression_type="GZIP")]
     assert len(records) == 70
-    kinds = {"image": ("float_list", 3072), "soft_target": ("float_list", 100), "source_class": ("int64_list", 1),
-             "beta": ("float_list", 1)}
+    kinds = {IMPRESSION_IMAGE_KEY: ("float_list", 3072), IMPRESSION_TARGET_KEY: ("float_list", 100),
+             IMPRESSION_CLASS_KEY: ("int64_list", 1), IMPRESSION_BETA_KEY: ("float_list", 1)}
     assert set(kinds) == set(data.IMPRESSION_FEATURES)
     for i, record in enumerate(records):
         features = record.features.feature
         assert set(features) == set(kinds)
         for name, (kind, length) in kinds.items():
             assert features[name].WhichOneof("kind") == kind and len(getattr(features[name], kind).value) == length
-        assert sum(features["soft_target"].float_list.value) == pytest.approx(1.0, abs=1e-5)
-        assert features["source_class"].int64_list.value[0] == i % 100
-        assert features["beta"].float_list.value[0] == pytest.approx((1.0, 0.1)[(i // 100) % 2])
+        assert sum(features[IMPRESSION_TARGET_KEY].float_list.value) == pytest.approx(1.0, abs=1e-5)
+        assert features[IMPRESSION_CLASS_KEY].int64_list.value[0] == i % 100
+        assert features[IMPRESSION_BETA_KEY].float_list.value[0] == pytest.approx((1.0, 0.1)[(i // 100) % 2])
     # The eval split is the real one, byte for byte; the real training split is not copied.
     copies, originals = split_files(impression_examples, "eval"), split_files(real_examples, "eval")
     assert [os.path.basename(f) for f in copies] == [os.path.basename(f) for f in originals]
@@ -246,7 +244,8 @@ def test_impressions_read_back_as_training_records(impression_examples, teacher_
     # What the student's pipeline feeds the teacher is what the impressions were optimised on.
     teacher, _ = export.load_teacher(teacher_dir)
     summary = json.load(open(os.path.join(impression_examples.uri, data_impressions.SUMMARY_FILE)))
-    targets = np.array([tf.train.Example.FromString(r.numpy()).features.feature["soft_target"].float_list.value
+    targets = np.array([tf.train.Example.FromString(r.numpy()).features.feature[IMPRESSION_TARGET_KEY]
+                        .float_list.value
                         for r in tf.data.TFRecordDataset(split_files(impression_examples, "train"), "GZIP")])
     logits = teacher(data.normalize(images))["logits"].numpy()
     assert np_impression_loss(logits, targets, 20.0).mean() == pytest.approx(summary["loss_curve"][-1], rel=1e-4)
@@ -266,22 +265,16 @@ def test_zero_shot_loss_is_softened_kl_without_labels(params):
     method = methods.create("zero_shot", params)
     terms = method.loss_terms(None, None, {"logits": tf.constant(student)}, {"logits": tf.constant(teacher)})
     t = params.get("temperature", 20.0)
-    p, q = np_softmax(teacher / t), np_softmax(student / t)
-    kd = np.mean(np.sum(p * (np.log(p) - np.log(q)), axis=1)) * (t ** 2 if params.get("temperature_squared", True)
-                                                                    else 1)
+    kd = np_kl(np_softmax(teacher / t), np_softmax(student / t)) * (t ** 2 if params.get("temperature_squared", True)
+                                                                     else 1)
     assert set(terms) == {"kd"} and float(terms["kd"]) == pytest.approx(kd, rel=1e-9)
-    assert method.trains_on_impressions and method.needs_teacher
-
-
-def test_zero_shot_temperature_must_be_positive():
-    with pytest.raises(ValueError, match=r"method 'zero_shot': parameter 'temperature' must be in \[0.01, 1000\], got 0.0"):
-        methods.create("zero_shot", {"temperature": 0.0})
+    assert method.trains_on == methods.catalog.IMPRESSIONS and method.needs_teacher
 
 
 def fn_args(tmp_path, train_files, eval_files, config, base_model):
     return types.SimpleNamespace(
         train_files=train_files, eval_files=eval_files, custom_config=config, base_model=base_model,
-        serving_model_dir=str(tmp_path / "model" / "Format-Serving"), model_run_dir=str(tmp_path / "model_run"))
+        serving_model_dir=str(tmp_path / "model" / SERVING_FOLDER), model_run_dir=str(tmp_path / "model_run"))
 
 
 ZERO_SHOT_TRAINING = {"role": "student", "method": "zero_shot", "model": "resnet8", "epochs": 1, "batch_size": 32,
@@ -292,10 +285,10 @@ def test_zero_shot_student_trains_on_impressions(tmp_path, impression_examples, 
     args = fn_args(tmp_path, split_files(impression_examples, "train"), split_files(impression_examples, "eval"),
                    ZERO_SHOT_TRAINING, teacher_dir)
     run_fn(args)
-    history = json.load(open(tmp_path / "model" / "history.json"))
+    history = json.load(open(tmp_path / "model" / HISTORY_FILE))
     assert [h["epoch"] for h in history] == [1]
     assert all(h["kd"] > 0 and "ce" not in h and np.isfinite(h["val_loss"]) for h in history)
-    assert tf.saved_model.load(args.serving_model_dir).signatures[export.SERVING_SIGNATURE] is not None
+    assert tf.saved_model.load(args.serving_model_dir).signatures[SERVING_SIGNATURE] is not None
 
 
 def test_zero_shot_student_refuses_real_training_images(tmp_path, real_examples, teacher_dir):
@@ -328,7 +321,7 @@ def test_zero_shot_preset_compares_equal_numbers_of_images():
     (["zero_shot.num_impressions=100"], r"zero_shot.num_impressions \(100\) must be at least student.batch_size"),
     (["zero_shot.few_shot_fraction=0.001"], r"keeps 0 training image\(s\) per class"),
     (["zero_shot.steps=3"], r"unknown key 'zero_shot.steps'.*valid: \['batch_size', 'betas', 'few_shot_fraction'"),
-    (["method_params.zero_shot.temperature=0"], r"parameter 'temperature' must be in \[0.01, 1000\], got 0.0"),
+    (["method_params.zero_shot.temperature=0"], r"parameter 'temperature' must be a finite number in \[0.01, 1000\], got 0.0"),
 ])
 def test_invalid_zero_shot_overrides_name_the_option(overrides, message):
     with pytest.raises(presets.PresetError, match=message):

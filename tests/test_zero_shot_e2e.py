@@ -17,6 +17,7 @@ from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
 from kd_trainer import data
+from kd_trainer.contract import CONFIG_FILE, LEADERBOARD_JSON
 from pipelines import cli, local_runner, presets, results
 from test_pipeline_e2e import executions_by_node
 
@@ -64,7 +65,7 @@ def test_zero_shot_student_learns_from_impressions_only(tmp_path, tiny_archive):
     real_train = split_files(artifacts["CifarExampleGen"]["Examples"], "train")
     assert data.count(data.load_records(real_train)) == 400
 
-    board = json.load(open(os.path.join(results.leaderboard_dir(artifacts), "leaderboard.json")))
+    board = json.load(open(os.path.join(results.leaderboard_dir(artifacts), LEADERBOARD_JSON)))
     assert {row["label"] for row in board["rows"]} == {"Teacher", "Student (baseline)", "zero_shot"}
     zero_shot = next(r for r in board["models"] if r["method"] == "zero_shot")
     assert 0 <= zero_shot["top1"] <= 1 and "gain" in zero_shot and len(zero_shot["val_accuracy_curve"]) == 1
@@ -80,5 +81,5 @@ def test_zero_shot_student_learns_from_impressions_only(tmp_path, tiny_archive):
     states = executions_by_node(paths)
     assert {node for node, s in states.items() if s == ["COMPLETE", "COMPLETE"]} == RETRAINED, states
     assert all(sorted(s) == ["CACHED", "COMPLETE"] for node, s in states.items() if node not in RETRAINED), states
-    config = json.load(open(os.path.join(artifacts["Trainer.zero_shot_trial1"]["Model"].uri, "trainer_config.json")))
+    config = json.load(open(os.path.join(artifacts["Trainer.zero_shot_trial1"]["Model"].uri, CONFIG_FILE)))
     assert config["method_params"] == {"temperature": 10}

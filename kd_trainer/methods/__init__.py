@@ -22,5 +22,5 @@ def method_class(name: str) -> type[DistillationMethod]:
 
 def create(name: str, params: Mapping[str, Any] | None = None) -> DistillationMethod:
     """Instantiates the named method with its defaults overridden by `params`."""
-    return method_class(name)(params)
+    return method_class(name)(params, name=name)
 

@@ -42,8 +42,8 @@ class ActivationBoundary(DistillationMethod):
 
     Params = catalog.ActivationBoundaryParams
 
-    def __init__(self, params=None):
-        super().__init__(params)
+    def __init__(self, params=None, name=None):
+        super().__init__(params, name)
         suffix = "_preact" if self.params.preact else ""
         self.tap_names = {stage: stage + suffix for stage in TAP_WEIGHTS}
         self.student_taps = (*self.tap_names.values(), "logits")

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar, Mapping
+from typing import Any, Callable, ClassVar, Mapping
 
 import numpy as np
 import tensorflow as tf
+import tf_keras as keras
 
-from kd_trainer import models
+from kd_trainer import gradients, models
+from kd_trainer.methods import catalog
 from kd_trainer.methods.catalog import NoParams, parse_params
 
 TapDict = Mapping[str, tf.Tensor]
@@ -21,15 +23,79 @@ TEACHER_STAGE = "teacher_init"
 INPUT_GRADIENT = "input_gradient"
 
 
+def cross_entropy(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
+    return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
+
+
+def as_float32(taps: TapDict) -> dict[str, tf.Tensor]:
+    """Taps of a network computing in bfloat16/float16 (mixed precision), cast so every loss is float32."""
+    return {name: tf.cast(value, tf.float32) for name, value in taps.items()}
+
+
 @dataclasses.dataclass(frozen=True)
 class RunInfo:
     """What a run tells its method before the networks are built (`DistillationMethod.prepare`)."""
 
     main_epochs: int
     seed: int = 0
-    # Fine label of every training example by its `index` feature; only for methods with
-    # `uses_example_index`.
+    # Fine label of every training example by its `index` feature; only for methods that train
+    # on catalog.INDEXED_EXAMPLES.
     example_labels: np.ndarray | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskTerms:
+    """A training step's task objective (weight decay is added by the loop), split as a
+    method's `task_gradients` may need it."""
+
+    supervised: tf.Tensor | None  # the "ce" term, if the stage has one
+    distillation: tf.Tensor | None  # the sum of the other terms, if any
+    total: tf.Tensor  # their sum, on the step's tape
+
+
+@dataclasses.dataclass(frozen=True)
+class StepState:
+    """Where training is, for a method's hooks."""
+
+    epoch: tf.Variable  # float, 0-based, counted from the run's start
+    stage_first_epoch: int  # the first epoch of the current stage
+
+
+GradientFn = Callable[[tf.Tensor], gradients.Gradients]
+
+
+class Partner(tf.Module):
+    """A network trained with the student that stands in for the frozen teacher (DML's peer).
+
+    A method that has one creates it in `DistillationMethod.partner`; the training step asks it
+    for the step's teacher taps inside the student's gradient tape (`taps`), then lets it train
+    (`update`), with the optimizer the loop gives it each stage. Subclasses say in which order.
+    """
+
+    def __init__(self, network: keras.Model):
+        super().__init__(name="partner")
+        self.network = network
+        self.optimizer: keras.optimizers.Optimizer | None = None
+
+    def start_stage(self, optimizer: keras.optimizers.Optimizer) -> None:
+        self.optimizer = optimizer
+        optimizer.build(self.network.trainable_variables)
+
+    def taps(self, images: tf.Tensor, labels: tf.Tensor, student_taps: TapDict, tape: tf.GradientTape,
+             stage: str) -> tuple[dict[str, tf.Tensor], tf.Tensor | None]:
+        """(the taps the method reads as the teacher's, the partner's objective if it trained here)."""
+        raise NotImplementedError
+
+    def update(self, tape: tf.GradientTape, labels: tf.Tensor, taps: TapDict, distillation: tf.Tensor,
+               stage: str) -> tf.Tensor | None:
+        """Trains the partner after the student's objective is known; returns its objective, if it trained here."""
+        raise NotImplementedError
+
+    def checkpoint_objects(self, networks_only: bool) -> dict[str, Any]:
+        objects: dict[str, Any] = {"peer": self.network}
+        if not networks_only:
+            objects["peer_optimizer"] = self.optimizer
+        return objects
 
 
 class DistillationMethod(tf.Module):
@@ -40,7 +106,10 @@ class DistillationMethod(tf.Module):
     implement `loss_terms`. Trainable connectors are created in `build` as attributes of
     the method (a tf.Module), so `trainable_variables` finds them and the training loop
     trains them. Two-stage methods list `("init", "main")` in `stages` and take the length
-    of the initialisation stage from their `init_epochs` parameter.
+    of the initialisation stage from their `init_epochs` parameter. A method with its own
+    training mechanics overrides a hook: `task_gradients` (what the optimizer applies, e.g.
+    KD-SVD's clipping) or `partner` (a network trained alongside, e.g. DML's peer). What the
+    student trains on is its catalog entry's `trains_on`.
     """
 
     name: ClassVar[str]
@@ -48,25 +117,16 @@ class DistillationMethod(tf.Module):
     teacher_taps: ClassVar[tuple[str, ...]] = ()
     loss_term_names: ClassVar[tuple[str, ...]]
     stages: ClassVar[tuple[str, ...]] = (MAIN_STAGE,)
-    # KD-SVD: clip the distillation gradient per variable to |grad CE| * sigmoid(epoch).
-    clips_distillation_gradient: ClassVar[bool] = False
-    # DML: a trainable peer of the teacher's architecture replaces the frozen teacher.
-    trains_peer: ClassVar[bool] = False
-    # DML: the peer takes its step first and the student's step sees the updated peer.
-    peer_steps_first: bool = False
-    # Zero-shot KD: the training split holds data impressions (data.IMPRESSION_FEATURES), not CIFAR images.
-    trains_on_impressions: ClassVar[bool] = False
-    # CRD: the batches carry each example's `index`, passed to `loss_terms` as `index=`, and
-    # `prepare` receives every training example's label.
-    uses_example_index: ClassVar[bool] = False
     # Loss warm-ups: `loss_terms` receives `epoch=` (a float tensor, 0-based, counted from the run's start).
     uses_epoch: ClassVar[bool] = False
     # Stages in `stages` that train only the method's modules on teacher taps (TEACHER_STAGE).
     teacher_stages: ClassVar[tuple[str, ...]] = ()
     Params: ClassVar[type] = NoParams
 
-    def __init__(self, params: Mapping[str, Any] | None = None):
-        super().__init__(name=self.name)
+    def __init__(self, params: Mapping[str, Any] | None = None, name: str | None = None):
+        """`name`: the catalog entry this instance runs as, when one class serves several entries."""
+        super().__init__(name=name or type(self).name)
+        self.name = name or type(self).name
         self.params = parse_params(self.Params, params or {}, f"method '{self.name}'")
         # Connectors' layer factory; the training loop gives the student's (default: no weight decay).
         self.layers = models.layer_factory(0.0)
@@ -79,6 +139,21 @@ class DistillationMethod(tf.Module):
     def needs_teacher(self) -> bool:
         """Whether the frozen teacher (the Trainer's base_model) must run every step."""
         return bool(self.teacher_taps)
+
+    @property
+    def trains_on(self) -> str:
+        """What the student trains on (catalog.TRAINING_DATA), from the method's catalog entry."""
+        return catalog.entry(self.name).trains_on
+
+    def partner(self, build_teacher_network: Callable[[], keras.Model]) -> Partner | None:
+        """A network to train alongside the student in place of the frozen teacher (none by
+        default); `build_teacher_network` builds a fresh one of the teacher's architecture."""
+        return None
+
+    def task_gradients(self, gradient: GradientFn, terms: TaskTerms, step: StepState) -> gradients.Gradients:
+        """The gradients the optimizer applies, before weight decay, given `gradient(target)`
+        (d target / d the trained variables). Default: the gradient of the whole task objective."""
+        return gradient(terms.total)
 
     def stage_epochs(self, main_epochs: int) -> dict[str, int]:
         """Epochs per stage, in order."""

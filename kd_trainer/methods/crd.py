@@ -175,7 +175,6 @@ class CRD(DistillationMethod):
     student_taps = ("embedding", "logits")
     teacher_taps = ("embedding", "logits")
     loss_term_names = ("ce", "crd", "kd")
-    uses_example_index = True
 
     Params = catalog.CRDParams
 

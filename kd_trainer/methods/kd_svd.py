@@ -33,8 +33,9 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from kd_trainer import gradients
 from kd_trainer.methods import catalog
-from kd_trainer.methods.base import DistillationMethod
+from kd_trainer.methods.base import DistillationMethod, GradientFn, StepState, TaskTerms
 
 TAPS = ("stage1", "stage2", "stage3")
 
@@ -231,21 +232,40 @@ def seed_rbf_distance(student_first: tf.Tensor, student_second: tf.Tensor, teach
     return tf.reduce_sum(removenan(squared), axis=[1, 2, 3])
 
 
+def clipped_task_gradients(method: DistillationMethod, gradient: GradientFn, terms: TaskTerms,
+                           step: StepState) -> gradients.Gradients:
+    """The seed's `Optimizer_w_Distillation` for `KD-*` methods (op_util.py:76-83): per variable,
+    the distillation gradient's norm is capped at the CE gradient's norm (weight decay excluded)
+    times sigmoid(epochs into the stage), then the two are added. KD-SVD, KD-EID and MHGD use it
+    as their `task_gradients`."""
+    if terms.supervised is None or terms.distillation is None:
+        return gradient(terms.total)
+    supervised_gradients = gradient(terms.supervised)
+    distillation_gradients = gradient(terms.distillation)
+    ramp = tf.sigmoid(step.epoch - float(step.stage_first_epoch))
+    combined = []
+    for g_supervised, g_distillation in zip(supervised_gradients, distillation_gradients):
+        if g_distillation is not None and g_supervised is not None:
+            g_distillation = tf.clip_by_norm(g_distillation, tf.norm(g_supervised) * ramp)
+        combined.append(gradients.add(g_supervised, g_distillation))
+    return combined
+
+
 class KDSVD(DistillationMethod):
     """CE + weight * sum over consecutive tap pairs of sum_{C_i, C_j, K} (RBF_s - RBF_t)^2,
     summed over the batch (`reduction="batch_sum"`, the seed's nets/Distillation.py:128) or
     averaged over it (`"batch_mean"`). Vectors are scaled by the teacher's normalized singular values.
     `decomposition` picks how they are found: the Gram matrix's `eigh` or the seed's SVD (module docstring).
     The distillation gradient is clipped per variable to |grad CE| * sigmoid(epoch) (CE
-    alone, without weight decay, as in the seed) by the training loop (`clips_distillation_gradient`)."""
+    alone, without weight decay, as in the seed): `clipped_task_gradients`."""
 
     name = "kd_svd"
     student_taps = TAPS
     teacher_taps = TAPS
     loss_term_names = ("ce", "svd")
-    clips_distillation_gradient = True
 
     Params = catalog.KDSVDParams
+    task_gradients = clipped_task_gradients
 
     def loss_terms(self, labels, cross_entropy, student, teacher, stage="main"):
         seed_decomposition = self.params.decomposition == "seed_svd"

@@ -17,8 +17,11 @@ Attention_head, Estimator, drop_head, kld_loss; `op_util.py` Optimizer_w_MHGD;
 `train_w_distill.py`: 40 initialisation epochs). Layers follow its arg scopes: dense
 layers without bias (the estimator's last with a zero-initialised bias), variance-scaling
 fan-out init, BN with decay 0.9 and epsilon 1e-5 (ReLU in the estimator). Differences:
-the decomposition as in `kd_eid` (TF's gradient of `eigh`, canonical signs); the head
-dropout noise is a stateless draw keyed on the run's seed and a checkpointed counter.
+the decomposition as in `kd_eid`: canonical signs, and the exact gradient of `eigh` where the
+source's `SVD_eid` attaches KD-SVD's hand-written SVD gradient, which is twice the exact one
+where positions >= channels, not a multiple of it where channels > positions, and absent
+where HW / C lies strictly between 2/3 and 3/2 (docs/fidelity.md); the head dropout noise is
+a stateless draw keyed on the run's seed and a checkpointed counter.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import tf_keras as keras
 
 from kd_trainer.methods import catalog
 from kd_trainer.methods.base import MAIN_STAGE, TEACHER_STAGE, DistillationMethod, RunInfo
-from kd_trainer.methods.kd_svd import TAPS, align, svd_knowledge
+from kd_trainer.methods.kd_svd import TAPS, align, clipped_task_gradients, svd_knowledge
 
 BN_DECAY = 0.9
 BN_EPSILON = 1e-5
@@ -127,9 +130,9 @@ class MHGD(DistillationMethod):
     loss_term_names = ("mha", "mha_decay", "ce", "mhgd")
     stages = (TEACHER_STAGE, MAIN_STAGE)
     teacher_stages = (TEACHER_STAGE,)
-    clips_distillation_gradient = True
 
     Params = catalog.MHGDParams
+    task_gradients = clipped_task_gradients  # the seed's clipping of `KD-*` methods
 
     def prepare(self, run: RunInfo) -> None:
         self.seed = run.seed

@@ -88,10 +88,8 @@ class RKD(DistillationMethod):
 
     Params = catalog.RKDParams
 
-    def __init__(self, params=None):
-        super().__init__(params)
-        if self.params.tap not in ("logits", "embedding"):
-            raise ValueError(f"method 'rkd': parameter 'tap' must be 'logits' or 'embedding', got {self.params.tap!r}")
+    def __init__(self, params=None, name=None):
+        super().__init__(params, name)
         self.student_taps = self.teacher_taps = (self.params.tap,)
 
     def loss_terms(self, labels, cross_entropy, student, teacher, stage="main"):

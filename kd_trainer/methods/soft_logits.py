@@ -41,12 +41,3 @@ class SoftLogits(DistillationMethod):
         if p.temperature_squared:
             kd = kd * p.temperature ** 2
         return {"ce": p.ce_weight * cross_entropy, "kd": p.kd_weight * kd}
-
-
-class SoftLogitsFewShot(SoftLogits):
-    """Soft-logits trained on a fraction of the real training images: the few-shot comparison
-    for zero-shot KD (as in the seed author's experiments). Same loss and parameters as
-    `soft_logits`; the pipeline gives its Trainer a CifarExampleGen that keeps
-    `zero_shot.few_shot_fraction` of each class's training images."""
-
-    name = "soft_logits_fewshot"

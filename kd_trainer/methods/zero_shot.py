@@ -11,7 +11,7 @@ class ZeroShot(DistillationMethod):
     """KL(p_t^T || p_s^T) at T = 20 on data impressions; no cross-entropy, no labels.
 
     The Trainer's training split is the DataImpressions component's output (impressions
-    synthesised from the teacher, kd_trainer/impressions.py); the teacher runs on each
+    synthesised from the teacher, kd_trainer/impressions.py; the catalog entry's `trains_on`); the teacher runs on each
     augmented batch to give the soft targets, as in the paper. `temperature_squared`
     (default on, our choice: the paper does not say) multiplies the KL by T^2, which keeps
     the gradient's scale independent of T (Hinton et al.); without it, at T = 20 the
@@ -22,14 +22,8 @@ class ZeroShot(DistillationMethod):
     student_taps = ("logits",)
     teacher_taps = ("logits",)
     loss_term_names = ("kd",)
-    trains_on_impressions = True
 
     Params = catalog.ZeroShotParams
-
-    def __init__(self, params=None):
-        super().__init__(params)
-        if self.params.temperature <= 0:
-            raise ValueError(f"method 'zero_shot': parameter 'temperature' must be > 0, got {self.params.temperature}")
 
     def loss_terms(self, labels, cross_entropy, student, teacher, stage="main"):
         p = self.params

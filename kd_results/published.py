@@ -1,5 +1,5 @@
 """Published CIFAR-100 results to show beside a run's own, kept as data: one CSV per source in
-components/published/, whose first line (`# ...`) names the repository, file and commit.
+kd_results/published/, whose first line (`# ...`) names the repository, file and commit.
 
 Columns: protocol (the preset field `protocol`: `seed`, `crd`), teacher, student (our model
 names), method (ours; `teacher` / `baseline` for the undistilled networks), params (JSON of the
