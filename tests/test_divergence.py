@@ -7,7 +7,7 @@ import os
 import pytest
 import tensorflow as tf
 
-from kd_trainer import methods
+from kd_trainer import fields, methods
 from kd_trainer.contract import CONFIG_FILE, HISTORY_FILE, LEADERBOARD_JSON
 from kd_trainer.methods.base import DistillationMethod
 from kd_trainer.run_fn import run_fn
@@ -23,10 +23,10 @@ class DivergesAtStep(DistillationMethod):
 
     @dataclasses.dataclass(frozen=True)
     class Params:
-        at_step: int = 8
+        at_step: int = fields.integer(8, 0, 1000)
 
-    def __init__(self, params=None):
-        super().__init__(params)
+    def __init__(self, params=None, name=None):
+        super().__init__(params, name)
         self.calls = tf.Variable(0, dtype=tf.int64, trainable=False)
 
     def loss_terms(self, labels, cross_entropy, student, teacher, stage="main"):
