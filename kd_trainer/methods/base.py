@@ -92,6 +92,8 @@ class Partner(tf.Module):
         raise NotImplementedError
 
     def checkpoint_objects(self, networks_only: bool) -> dict[str, Any]:
+        """What an epoch checkpoint saves of the partner (under the names DML's checkpoints had
+        before partners existed, so an interrupted run resumes across the change)."""
         objects: dict[str, Any] = {"peer": self.network}
         if not networks_only:
             objects["peer_optimizer"] = self.optimizer
