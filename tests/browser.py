@@ -105,10 +105,13 @@ class Browser:
             raise BrowserError(f"{expression[:80]}...: {details.get('exception', {}).get('description', details)}")
         return result["result"].get("value")
 
-    def wait_for(self, expression: str, timeout_s: float, what: str) -> Any:
-        """Polls a JavaScript expression until it is truthy; returns its value."""
+    def wait_for(self, expression: str, timeout_s: float, what: str, paint: bool = False) -> Any:
+        """Polls a JavaScript expression until it is truthy; returns its value. `paint`: draw the
+        whole page before each poll, for content that lays itself out only in a painted frame."""
         deadline = time.monotonic() + timeout_s
         while True:
+            if paint:
+                self.paint()
             value = self.evaluate(expression)
             if value:
                 return value
@@ -116,10 +119,14 @@ class Browser:
                 raise BrowserError(f"timed out after {timeout_s:.0f} s waiting for {what}")
             time.sleep(0.5)
 
+    def paint(self) -> bytes:
+        """Draws the whole page, beyond the window's height, and returns it as PNG bytes. Headless
+        Chromium paints when asked: TFMA's tables below the fold were not laid out in 60 s without it."""
+        return base64.b64decode(self.command("Page.captureScreenshot", format="png", captureBeyondViewport=True)["data"])
+
     def screenshot(self, path: Path) -> Path:
         """A PNG of the whole page, beyond the window's height."""
-        data = self.command("Page.captureScreenshot", format="png", captureBeyondViewport=True)["data"]
-        path.write_bytes(base64.b64decode(data))
+        path.write_bytes(self.paint())
         return path
 
     def close(self) -> None:

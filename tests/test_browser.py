@@ -117,8 +117,30 @@ VIEW_TABLE = DEEP_QUERY + """
 })"""
 
 
+# The widget class whose view is each TFMA element (its output's text/plain starts with it).
+VIEW_WIDGETS = {"tfma-nb-slicing-metrics": "SlicingMetricsViewer", "tfma-nb-time-series": "TimeSeriesViewer"}
+RERUN_CELL_OF_WIDGET = """
+(function (widget) {
+  var cells = Jupyter.notebook.get_cells().filter(function (c) {
+    return c.output_area && c.output_area.outputs.some(function (o) {
+      return o.data && String(o.data["text/plain"] || "").indexOf(widget) === 0; });
+  });
+  cells.forEach(function (c) { c.execute(); });
+  return cells.length;
+})"""
+
+
 def view_table(chromium: browser.Browser, view_tag: str) -> dict:
-    return chromium.wait_for(f"{VIEW_TABLE}({json.dumps(view_tag)})", VIEW_TIMEOUT_S, f"TFMA's {view_tag} table")
+    """The view's table. In the classic Notebook the view of a widget whose model arrives while
+    TFMA's module is still loading is sometimes never created (no element at all, measured on a
+    Zen 5 EPYC in about half the runs, the other view present): the reader's remedy, running that
+    cell again, is taken once before waiting the full time."""
+    table = f"{VIEW_TABLE}({json.dumps(view_tag)})"
+    try:
+        return chromium.wait_for(table, VIEW_TIMEOUT_S / 3, f"TFMA's {view_tag} table", paint=True)
+    except browser.BrowserError:
+        assert chromium.evaluate(f"{RERUN_CELL_OF_WIDGET}({json.dumps(VIEW_WIDGETS[view_tag])})") == 1
+        return chromium.wait_for(table, VIEW_TIMEOUT_S, f"TFMA's {view_tag} table", paint=True)
 
 
 def test_tfma_views_render_in_the_classic_notebook(jupyter, chromium, smoke_first_run, tmp_path):
