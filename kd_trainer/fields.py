@@ -159,7 +159,7 @@ def coerce(value: Any, annotation: Any) -> Any:
         return coerce(value, next(a for a in args if a is not type(None)))
     if origin is tuple:
         if isinstance(value, str):  # `--set x=0.5,0.75`: each item parsed like a whole value
-            value = [_json_or_text(item.strip()) for item in value.split(",") if item.strip()]
+            value = [json_or_text(item.strip()) for item in value.split(",") if item.strip()]
         if not isinstance(value, list):
             raise ValueError(f"expected a list, got {value!r}")
         return tuple(coerce(item, args[0]) for item in value)
@@ -178,7 +178,8 @@ def coerce(value: Any, annotation: Any) -> Any:
     return value
 
 
-def _json_or_text(raw: str) -> Any:
+def json_or_text(raw: str) -> Any:
+    """A command-line value: JSON where it parses (numbers, lists, null), else the text itself."""
     try:
         return json.loads(raw)
     except json.JSONDecodeError:
@@ -193,17 +194,12 @@ def _type_name(kind: type | tuple[type, ...]) -> str:
     return " or ".join(dict.fromkeys(named))  # (tuple, list): "a list", once
 
 
-def type_hints(cls: type) -> dict[str, Any]:
-    """A dataclass's field annotations, resolved (modules use `from __future__ import annotations`)."""
-    return typing.get_type_hints(cls)
-
-
 def parse(cls: type, values: Any, label: Callable[[str], str], owner: str) -> Any:
     """Builds dataclass `cls` from a mapping: unknown keys, wrong types and out-of-range values are
     ValueErrors that name `owner` and the field."""
     if not isinstance(values, typing.Mapping):
         raise ValueError(f"{owner}: parameters must be an object of name: value, got {values!r}")
-    hints = type_hints(cls)
+    hints = typing.get_type_hints(cls)  # resolved: modules use `from __future__ import annotations`
     known = [field.name for field in dataclasses.fields(cls)]
     unknown = sorted(set(values) - set(known))
     if unknown:

@@ -374,11 +374,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     if "=" not in text:
         raise PresetError(f"override {text!r} must look like key=value (e.g. student.epochs=8)")
     key, raw = text.split("=", 1)
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError:
-        value = raw
-    return key.strip(), value
+    return key.strip(), fields.json_or_text(raw)
 
 
 def resolve(name: str, overrides: list[str] | tuple[str, ...] = ()) -> Preset:

@@ -54,3 +54,22 @@ def test_the_few_shot_student_is_soft_logits_under_its_own_name():
     assert methods.create("soft_logits").trains_on == methods.catalog.EXAMPLES
     with pytest.raises(ValueError, match="^method 'soft_logits_fewshot': parameter 'temperature'"):
         methods.create("soft_logits_fewshot", {"temperature": 0.0})
+
+
+def test_a_catalog_entry_names_a_known_kind_of_training_data():
+    with pytest.raises(ValueError, match="method 'x': trains_on must be one of examples, indexed_examples, "
+                                         "few_shot_examples, impressions, got 'pixels'"):
+        methods.MethodEntry("x", "kd_trainer.methods.soft_logits:SoftLogits", trains_on="pixels")
+
+
+def test_a_partner_needs_its_optimizer_and_its_architecture():
+    from kd_trainer.config import TrainerConfig
+    from kd_trainer.run_fn import build_distiller as run_fn_distiller
+    from method_harness import build_distiller
+
+    harness = build_distiller("dml", compile=False)
+    with pytest.raises(ValueError, match="a Distiller with a partner network needs a partner_optimizer"):
+        harness.distiller.compile(optimizer="sgd")
+    config = TrainerConfig(model="resnet8", epochs=1, role="student", method="dml")  # no teacher_model
+    with pytest.raises(ValueError, match=r"method 'dml' needs teacher_model \(the architecture of its partner"):
+        run_fn_distiller(config, methods.create("dml"), None, "float32")
