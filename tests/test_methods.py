@@ -73,3 +73,13 @@ def test_a_partner_needs_its_optimizer_and_its_architecture():
     config = TrainerConfig(model="resnet8", epochs=1, role="student", method="dml")  # no teacher_model
     with pytest.raises(ValueError, match=r"method 'dml' needs teacher_model \(the architecture of its partner"):
         run_fn_distiller(config, methods.create("dml"), None, "float32")
+
+
+def test_a_method_outside_the_catalog_trains_on_examples():
+    from kd_trainer.methods.base import DistillationMethod
+
+    class Uncatalogued(DistillationMethod):
+        name = "uncatalogued"
+        loss_term_names = ("ce",)
+
+    assert Uncatalogued().trains_on == methods.catalog.EXAMPLES

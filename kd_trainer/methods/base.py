@@ -144,8 +144,10 @@ class DistillationMethod(tf.Module):
 
     @property
     def trains_on(self) -> str:
-        """What the student trains on (catalog.TRAINING_DATA), from the method's catalog entry."""
-        return catalog.entry(self.name).trains_on
+        """What the student trains on (catalog.TRAINING_DATA), from the method's catalog entry; a
+        method built outside the catalog (a benchmark's floor, an experiment) trains on examples."""
+        entry = catalog.CATALOG.get(self.name)
+        return entry.trains_on if entry is not None else catalog.EXAMPLES
 
     def partner(self, build_teacher_network: Callable[[], keras.Model]) -> Partner | None:
         """A network to train alongside the student in place of the frozen teacher (none by
